@@ -1,0 +1,128 @@
+"""``pyro-lvm train | evaluate | sample`` — thin: parse arguments, call the library, print tables.
+
+Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from pyro_lvm.errors import PyroLVMError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from pyro_lvm import config
+    from pyro_lvm.experiment import Experiment
+    from pyro_lvm.run import CONFIG, default_run_dir, open_run, write_figures
+    from pyro_lvm.train import CHECKPOINT, train
+
+    if args.resume:
+        exp, run_dir = open_run(args.resume, args.set)  # overrides may extend train.steps
+        config.save(exp.cfg, run_dir / CONFIG)
+        history = train(exp, run_dir, resume=True)
+    else:
+        if args.config is None:
+            raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
+        cfg = config.load(args.config, args.set)
+        run_dir = default_run_dir(cfg, args.config)
+        if (run_dir / CHECKPOINT).exists():
+            if not args.overwrite:
+                raise PyroLVMError(
+                    f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, "
+                    "--overwrite to start again, or --set train.out_dir=OTHER"
+                )
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(cfg, run_dir / CONFIG)
+        exp = Experiment.from_config(cfg)
+        history = train(exp, run_dir)
+    write_figures(exp, run_dir, history)
+    last = history[-1]
+    print(
+        tabulate(
+            [
+                [
+                    last["step"],
+                    f"{last['train_elbo']:.3f}",
+                    f"{last.get('val_elbo', float('nan')):.3f}",
+                    f"{last['time_s']:.1f}",
+                ]
+            ],
+            headers=["step", "train ELBO", "val ELBO", "time (s)"],
+        )
+    )
+    print(f"run folder: {run_dir}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pyro_lvm.report import evaluate_run, print_evaluation
+
+    overrides = list(args.set)
+    if args.num_samples:
+        overrides.append(f"eval.num_samples={args.num_samples}")
+    if args.num_points:
+        overrides.append(f"eval.num_points={args.num_points}")
+    result = evaluate_run(args.run_dir, overrides)
+    print_evaluation(result)
+    print(f"saved {Path(args.run_dir) / 'evaluation.json'}")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from pyro_lvm.report import sample_run
+
+    path = sample_run(args.run_dir, args.condition, args.num, args.set)
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent variable models on Pyro.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set guide.name=per_datapoint (repeatable)",
+    )
+
+    p = sub.add_parser("train", parents=[common], help="train a model/guide pair from a TOML config")
+    p.add_argument("config", nargs="?", help="TOML config (see experiments/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", parents=[common], help="test ELBO and importance-sampled log-likelihood")
+    p.add_argument("run_dir")
+    p.add_argument("--num-samples", type=int, help="K importance samples per datapoint (eval.num_samples)")
+    p.add_argument("--num-points", type=int, help="evaluate the first n test points (eval.num_points)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("sample", parents=[common], help="write a PNG grid of samples from the prior")
+    p.add_argument("run_dir")
+    p.add_argument("--condition", help="CVAE label to generate, e.g. 7")
+    p.add_argument("--num", type=int, default=100, help="number of samples")
+    p.set_defaults(func=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PyroLVMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""VAE and CVAE as ``PyroModule`` models. They alone own the sample sites ``"z"`` and ``"x"``.
+
+Shared signature with every guide: ``forward(x, c=None, *, idx=None, num_data=None, beta=1.0)``.
+- ``x`` (B, P) the observed target; ``c`` (B, C) the condition (CVAE only).
+- ``idx`` (B,) dataset rows and ``num_data`` N: the plate ``"data"`` subsamples, so log-likelihood terms are
+  scaled by N/B (an unbiased estimate of the full-data ELBO).
+- ``beta`` scales the ``z`` site in model and guide alike (KL annealing).
+
+The generative process, with f the decoder:  z ~ p(z | c),  x ~ p(x | f(z, c)).
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.nets import mlp
+from pyro_lvm.registry import Registry
+
+MODELS: Registry[PyroModule] = Registry("model")
+
+
+def data_plate(x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None) -> pyro.plate:
+    """The local-latent plate. Without ``num_data`` it is the batch itself (no scaling)."""
+    batch = x.shape[0]
+    if num_data is None:
+        return pyro.plate("data", batch, dim=-1)
+    if idx is None:
+        raise PyroLVMError("num_data was given without dataset indices idx; pass the batch's idx as well")
+    if batch > num_data:
+        raise PyroLVMError(f"batch of {batch} rows is larger than the dataset size num_data={num_data}")
+    if idx.shape != (batch,):
+        raise PyroLVMError(f"idx has shape {tuple(idx.shape)} but the batch has {batch} rows")
+    return pyro.plate("data", num_data, subsample=idx, dim=-1)
+
+
+def broadcast_cat(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Concatenate z (..., B, D) with c (B, C), broadcasting c over leading particle dims."""
+    if c is None:
+        return z
+    return torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], dim=-1)
+
+
+@MODELS.register("vae")
+class VAE(PyroModule):
+    """p(x, z | c) = p(z | c) p(x | f(z, c)); with no condition (c = None), the plain VAE."""
+
+    def __init__(self, prior: PyroModule, likelihood: PyroModule, decoder: nn.Module, latent_dim: int) -> None:
+        super().__init__()
+        self.prior = prior
+        self.likelihood = likelihood
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        *,
+        idx: torch.Tensor | None = None,
+        num_data: int | None = None,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
+        with data_plate(x, idx, num_data):
+            with poutine.scale(scale=beta):
+                z = pyro.sample("z", self.prior(c))  # (..., B, D)
+            out = self.decoder(broadcast_cat(z, c))  # (..., B, P)
+            pyro.sample("x", self.likelihood(out), obs=x)
+        return out
+
+    def decode_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z, c]: Bernoulli probabilities or Gaussian means, (..., P)."""
+        out = self.decoder(broadcast_cat(z, c))
+        return torch.sigmoid(out) if getattr(self.likelihood, "binary", False) else out
+
+    def generate(self, c: torch.Tensor | None, num: int) -> torch.Tensor:
+        """Decoder means of ``num`` draws z ~ p(z | c), sampled through ``pyro.infer.Predictive``."""
+        num_out = self.decoder[-1].out_features
+        dummy = torch.zeros(num, num_out, device=self.decoder[-1].weight.device, dtype=self.decoder[-1].weight.dtype)
+        z = pyro.infer.Predictive(self, num_samples=1, return_sites=["z"])(dummy, c)["z"][0]  # (num, D)
+        return self.decode_mean(z, c)
+
+
+@MODELS.register("cvae")
+class CVAE(VAE):
+    """The conditional VAE: same program, with the condition c fed to prior and decoder."""
+
+
+def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
+    from pyro_lvm.likelihoods import LIKELIHOODS
+    from pyro_lvm.priors import PRIORS
+
+    D = cfg.model.latent_dim
+    prior = PRIORS.build(
+        cfg.prior.name,
+        latent_dim=D,
+        cond_dim=cond_dim,
+        hidden=cfg.prior.hidden,
+        num_components=cfg.prior.num_components,
+    )
+    likelihood = LIKELIHOODS.build(
+        cfg.likelihood.name, scale=cfg.likelihood.scale, learn_scale=cfg.likelihood.learn_scale
+    )
+    decoder = mlp([D + cond_dim, *cfg.model.hidden, num_features])
+    return MODELS.build(cfg.model.name, prior=prior, likelihood=likelihood, decoder=decoder, latent_dim=D)

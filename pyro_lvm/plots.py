@@ -1,0 +1,76 @@
+"""Figures written into run folders (matplotlib, Agg backend; grids by torchvision)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [row[x_key] for row in history]
+    ax.plot(xs, [row["train_elbo"] for row in history], label="train ELBO (running mean)")
+    val = [(row[x_key], row["val_elbo"]) for row in history if "val_elbo" in row]
+    if val:
+        ax.plot(*zip(*val, strict=True), label="validation ELBO")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("ELBO per datapoint (nats)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def image_grid(
+    images: torch.Tensor, image_shape: tuple[int, int], path: Path, nrow: int = 10, title: str | None = None
+) -> None:
+    """``images`` (n, H*W) in [0, 1] -> one PNG grid."""
+    h, w = image_shape
+    grid = make_grid(
+        images.detach().float().cpu().reshape(-1, 1, h, w).clamp(0, 1), nrow=nrow, padding=1, pad_value=0.5
+    )
+    fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.4, grid.shape[1] / grid.shape[2] * nrow * 0.6 + 0.6))
+    ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+    """2-D scatter of guide means coloured by label; PCA to 2-D when the latent has more dimensions."""
+    z = z.detach().float().cpu()
+    title = "guide means E_q[z]"
+    if z.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        z = torch.as_tensor(PCA(n_components=2).fit_transform(z.numpy()))
+        title += " (PCA to 2-D)"
+    elif z.shape[1] == 1:
+        z = torch.cat([z, torch.zeros_like(z)], dim=1)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=6)
+    fig.colorbar(points, ax=ax, label="label")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bar_with_errors(names: list[str], means: list[float], errors: list[float], ylabel: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 4))
+    ax.bar(names, means, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""Priors p(z | c): each is a ``PyroModule`` whose ``forward(c)`` returns a distribution with event dim 1.
+
+- ``standard_normal``: p(z) = N(0, I), ignores c.
+- ``conditional``: p(z|c) = N(mu(c), diag sigma(c)²), a learned network of the condition (the CVAE prior).
+- ``mog``: p(z) = sum_k pi_k N(z; mu_k, diag sigma_k²), learned; no closed-form KL, so ELBOs estimate it by
+  Monte Carlo (TraceMeanField_ELBO falls back to sampling when ``kl_divergence`` is not registered).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.nets import GaussianHead
+from pyro_lvm.registry import Registry
+
+PRIORS: Registry[PyroModule] = Registry("prior")
+
+
+@PRIORS.register("standard_normal")
+class StandardNormalPrior(PyroModule):
+    def __init__(self, latent_dim: int, **_: object) -> None:
+        super().__init__()
+        self.register_buffer("zeros", torch.zeros(latent_dim))
+
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        return dist.Normal(self.zeros, torch.ones_like(self.zeros)).to_event(1)
+
+
+@PRIORS.register("conditional")
+class ConditionalPrior(PyroModule):
+    def __init__(self, latent_dim: int, cond_dim: int = 0, hidden: list[int] | None = None, **_: object) -> None:
+        super().__init__()
+        if cond_dim <= 0:
+            raise PyroLVMError("prior 'conditional' needs a condition: use it with model.name = 'cvae'")
+        self.net = GaussianHead(cond_dim, list(hidden or [128]), latent_dim)
+
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        if c is None:
+            raise PyroLVMError("prior 'conditional' was called without a condition c")
+        loc, scale = self.net(c)  # (B, D) each
+        return dist.Normal(loc, scale).to_event(1)
+
+
+@PRIORS.register("mog")
+class MixturePrior(PyroModule):
+    def __init__(self, latent_dim: int, num_components: int = 10, **_: object) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.locs = PyroParam(torch.randn(num_components, latent_dim, generator=g))
+        self.scales = PyroParam(torch.ones(num_components, latent_dim), constraint=constraints.positive)
+        self.logits = PyroParam(torch.zeros(num_components))
+
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        components = dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,), event (D,)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)

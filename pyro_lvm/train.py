@@ -1,0 +1,143 @@
+"""The training loop: SVI steps with one torch optimiser, progress, validation, metrics and atomic checkpoints.
+
+Resume is exact on CPU: a checkpoint holds parameters, optimiser state, the torch RNG state and the step; batch
+order depends only on (seed, epoch); evaluations draw from their own RNG stream. So N steps + resume to 2N steps
+gives the same parameters as 2N steps in one go.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_lvm import checkpoint
+from pyro_lvm.data import Batches
+from pyro_lvm.elbos import loss_and_backward
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.evaluate import mean_elbo
+from pyro_lvm.experiment import Experiment
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def kl_beta(step: int, warmup: int) -> float:
+    """KL annealing weight: rises linearly from ~0 to 1 over ``warmup`` steps."""
+    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+
+
+def _state(exp: Experiment, step: int, history: list[dict]) -> dict:
+    return {
+        "step": step,
+        "model": exp.model.state_dict(),
+        "guide": exp.guide.state_dict(),
+        "optim": exp.optim.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": history,
+    }
+
+
+def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict]]:
+    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history)."""
+    state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
+    try:
+        exp.model.load_state_dict(state["model"])
+        exp.guide.load_state_dict(state["guide"])
+        exp.optim.load_state_dict(state["optim"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise PyroLVMError(
+            f"checkpoint in {str(run_dir)!r} does not fit this config ({str(err).splitlines()[0]}); "
+            "resume with the config saved in that run folder"
+        ) from None
+    torch.set_rng_state(state["rng"].cpu())
+    return int(state["step"]), list(state["history"])
+
+
+def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps({"history": history, **summary}, indent=2))
+    if history:
+        keys = sorted({k for row in history for k in row})
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[dict]:
+    """Train ``exp`` for ``train.steps`` steps in total, checkpointing into ``run_dir``; returns the history.
+
+    The loss is the negative ELBO of the whole training set estimated from a batch (plate scaling N/B); the
+    history reports it per datapoint: train_elbo = -loss / N, in nats.
+    """
+    cfg = exp.cfg.train
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pyro.enable_validation(cfg.pyro_validation)
+    train_split = exp.data.train
+    n = len(train_split)
+    batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.cfg.data.binarize == "dynamic")
+    eval_every = cfg.eval_every or batches.steps_per_epoch
+    step, history = 0, []
+    if resume:
+        step, history = restore(exp, run_dir)
+    else:
+        torch.manual_seed(cfg.seed)
+    saved_step = step if resume else None  # the step of the checkpoint on disk
+    elapsed = history[-1]["time_s"] if history else 0.0
+    window: list[float] = []
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
+    try:
+        while step < cfg.steps:
+            batch = batches.batch(step)
+            target, c = exp.condition(batch.x, batch.y)
+            exp.optim.zero_grad()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Encountered NaN")
+                loss = loss_and_backward(
+                    exp.elbo,
+                    exp.model,
+                    exp.guide,
+                    target,
+                    c,
+                    idx=batch.idx,
+                    num_data=n,
+                    beta=kl_beta(step, cfg.kl_warmup_steps),
+                )
+            value = float(loss)
+            if not math.isfinite(value):
+                last = f"step {saved_step}" if saved_step is not None else "none written yet"
+                raise PyroLVMError(
+                    f"loss became {value} at step {step + 1}; stopped without updating. The last good checkpoint "
+                    f"({last}) in {str(run_dir)!r} is intact; lower optim.lr or set optim.clip_norm"
+                )
+            exp.optim.step()
+            step += 1
+            window.append(-value / n)
+            bar.update(1)
+            if step % eval_every == 0 or step == cfg.steps:
+                row = {
+                    "step": step,
+                    "epoch": step / batches.steps_per_epoch,
+                    "train_elbo": sum(window) / len(window),
+                    "time_s": time.perf_counter() - t0,
+                }
+                window = []
+                if exp.amortized:
+                    row["val_elbo"] = mean_elbo(exp.model, exp.guide, exp.data.val, exp.condition)
+                history.append(row)
+                bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint.save(_state(exp, step, history), run_dir / CHECKPOINT)
+                saved_step = step
+                write_metrics(run_dir, history, {"optimiser": exp.optim.description})
+    finally:
+        bar.close()
+    return history

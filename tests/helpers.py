@@ -1,0 +1,44 @@
+"""Small shared builders for tests."""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_lvm import config
+from pyro_lvm.analytic import LinearGaussian
+from pyro_lvm.data import Dataset, Split
+
+
+def tiny_config(**sections) -> config.Config:
+    raw = {
+        "data": {"name": "digits", "max_train": 200},
+        "model": {"latent_dim": 2, "hidden": [16]},
+        "guide": {"hidden": [16]},
+        "train": {
+            "steps": 20,
+            "batch_size": 32,
+            "progress": False,
+            "pyro_validation": True,
+            "checkpoint_every": 10,
+        },
+        "eval": {"num_samples": 50, "num_points": 40},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config.from_dict(raw)
+
+
+def orthogonal_linear_gaussian(latent_dim=2, obs_dim=5, s=0.5, seed=0) -> LinearGaussian:
+    """W with orthogonal columns, so the exact posterior covariance (I + WᵀW/s²)⁻¹ is diagonal and a
+    mean-field Gaussian guide can represent it exactly."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(obs_dim, latent_dim, generator=g, dtype=torch.float64))
+    W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent_dim]
+    b = torch.randn(obs_dim, generator=g, dtype=torch.float64)
+    return LinearGaussian(W, b, s)
+
+
+def dataset_from(x: torch.Tensor) -> Dataset:
+    y = torch.zeros(len(x), dtype=torch.long)
+    split = Split(x, y)
+    return Dataset("linear_gaussian", split, split, split, None, 1, False)

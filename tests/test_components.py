@@ -1,0 +1,55 @@
+"""Every registered prior x guide x likelihood x elbo is at least built, traced and stepped once."""
+
+import math
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from pyro_lvm.elbos import ELBOS, loss_and_backward
+from pyro_lvm.evaluate import batch_estimates
+from pyro_lvm.experiment import Experiment
+from pyro_lvm.guides import GUIDES
+from pyro_lvm.likelihoods import LIKELIHOODS
+from pyro_lvm.priors import PRIORS
+
+
+def _model_for(prior):
+    return {"name": "cvae", "condition": "label"} if prior == "conditional" else {}
+
+
+def _step(exp):
+    data = exp.data.train
+    idx = torch.arange(16)
+    target, c = exp.condition(data.x[idx], data.y[idx])
+    before = {k: v.clone() for k, v in exp.guide.state_dict().items()}
+    exp.optim.zero_grad()
+    loss = loss_and_backward(exp.elbo, exp.model, exp.guide, target, c, idx=idx, num_data=len(data))
+    exp.optim.step()
+    assert math.isfinite(float(loss))
+    changed = [k for k, v in exp.guide.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "one step must move the guide's parameters"
+    lp, el = batch_estimates(exp.model, exp.guide, target, c, idx, len(data), num_samples=8, chunk_size=3)
+    assert lp.shape == (16,) and torch.isfinite(lp).all() and torch.isfinite(el).all()
+
+
+@pytest.mark.parametrize("prior", PRIORS.names())
+@pytest.mark.parametrize("guide", GUIDES.names())
+@pytest.mark.parametrize("likelihood", LIKELIHOODS.names())
+def test_prior_guide_likelihood_step(prior, guide, likelihood):
+    binarize = "static" if likelihood == "bernoulli" else "none"
+    cfg = tiny_config(
+        prior={"name": prior, "num_components": 3},
+        guide={"name": guide, "refine_steps": 2},
+        likelihood={"name": likelihood},
+        model=_model_for(prior),
+        data={"binarize": binarize},
+    )
+    _step(Experiment.from_config(cfg))
+
+
+@pytest.mark.parametrize("elbo", ELBOS.names())
+@pytest.mark.parametrize("particles", [1, 3])
+def test_elbo_step(elbo, particles):
+    cfg = tiny_config(elbo={"name": elbo, "num_particles": particles}, prior={"name": "mog", "num_components": 3})
+    _step(Experiment.from_config(cfg))

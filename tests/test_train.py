@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from pyro_lvm import checkpoint
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.experiment import Experiment
+from pyro_lvm.train import CHECKPOINT, train
+
+
+def cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_lvm.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_train_evaluate_sample(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        "[data]\nmax_train = 200\n[model]\nlatent_dim = 2\nhidden = [16]\n[guide]\nhidden = [16]\n"
+        "[train]\nsteps = 30\nbatch_size = 32\nprogress = false\n[eval]\nnum_samples = 20\n"
+        "num_points = 30\n"
+    )
+    out = cli("train", str(cfg), "--set", "train.steps=25", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "tiny"
+    for name in [
+        "checkpoint.pt",
+        "config.toml",
+        "metrics.json",
+        "metrics.csv",
+        "elbo_curves.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent.png",
+    ]:
+        assert (run / name).is_file(), name
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert history[-1]["step"] == 25 and "val_elbo" in history[-1]
+    assert "steps = 25" in (run / "config.toml").read_text()  # the resolved config is saved
+    again = cli("train", str(cfg), cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    ev = cli("evaluate", str(run), cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["num_points"] == 30 and result["log_px"]["mean"] < 0
+    assert cli("sample", str(run), cwd=tmp_path).returncode == 0 and (run / "samples.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    out = cli("train", "missing.toml", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not found" in out.stderr
+    (tmp_path / "c.toml").write_text('[guide]\nname = "nope"\n')
+    out = cli("train", "c.toml", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown guide 'nope'" in out.stderr and "Traceback" not in out.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("")
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    out = cli("evaluate", str(run), cwd=tmp_path)
+    assert out.returncode == 2 and "corrupt" in out.stderr and "Traceback" not in out.stderr
+
+
+def _params(exp):
+    return {k: v.clone() for k, v in {**exp.model.state_dict(), **exp.guide.state_dict()}.items()}
+
+
+@pytest.mark.parametrize("guide", ["amortized", "per_datapoint"])
+def test_resume_is_exact(tmp_path, guide):
+    """N steps, then resume to 2N, equals 2N steps in one go (parameters, bit for bit)."""
+    over = {"guide": {"name": guide}, "data": {"binarize": "dynamic", "max_train": 200}}
+    straight = Experiment.from_config(tiny_config(train={"steps": 200}, **over))
+    train(straight, tmp_path / "a")
+    first = Experiment.from_config(tiny_config(train={"steps": 100}, **over))
+    train(first, tmp_path / "b")
+    resumed = Experiment.from_config(tiny_config(train={"steps": 200}, **over))
+    train(resumed, tmp_path / "b", resume=True)
+    a, b = _params(straight), _params(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    key = "decoder.0.weight"
+    assert not torch.equal(_params(first)[key], a[key])  # the second half of training moved the parameters
+
+
+class NaNAt:
+    """Wraps an ELBO and returns NaN on call number ``bad``."""
+
+    def __init__(self, elbo, bad):
+        self.elbo, self.bad, self.calls = elbo, bad, 0
+
+    def differentiable_loss(self, *args, **kwargs):
+        self.calls += 1
+        loss = self.elbo.differentiable_loss(*args, **kwargs)
+        return loss * float("nan") if self.calls == self.bad else loss
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    exp = Experiment.from_config(tiny_config(train={"steps": 30, "checkpoint_every": 10}))
+    exp.elbo = NaNAt(exp.elbo, bad=15)
+    with pytest.raises(PyroLVMError, match="nan at step 15.*step 10"):
+        train(exp, tmp_path)
+    state = checkpoint.load(tmp_path / CHECKPOINT)
+    assert state["step"] == 10
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    checkpoint.save({"step": 1}, tmp_path / "c.pt")
+
+    def broken_save(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        checkpoint.save({"step": 2}, tmp_path / "c.pt")
+    monkeypatch.undo()
+    assert checkpoint.load(tmp_path / "c.pt")["step"] == 1
