@@ -79,6 +79,12 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from pyro_lvm.compare import compare
+
+    compare(args.config, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent variable models on Pyro.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="K importance samples per datapoint (eval.num_samples)")
     p.add_argument("--num-points", type=int, help="evaluate the first n test points (eval.num_points)")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")
+    p.add_argument("config", help="TOML config; its [compare] section chooses guides and gap settings")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("sample", parents=[common], help="write a PNG grid of samples from the prior")
     p.add_argument("run_dir")

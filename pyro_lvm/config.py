@@ -98,6 +98,19 @@ class EvalConfig(_Section):
     seed: int = 1
 
 
+class CompareConfig(_Section):
+    guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"])
+    gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
+    elbo_samples: int = Field(100, gt=0)  # particles for each L[q] estimate in the gap table
+    refine_ks: list[int] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20])  # semi-amortized steps at test
+    qstar_init: Literal["zero", "encoder"] = "encoder"  # where the local optimum q* starts (Cremer et al.: zero)
+    qstar_lr: float = Field(0.01, gt=0.0)
+    qstar_max_steps: int = Field(3000, gt=0)
+    qstar_window: int = Field(100, gt=0)  # stop when the mean ELBO of a window improves by less than qstar_tol
+    qstar_tol: float = Field(0.01, ge=0.0)
+    out_dir: str | None = None  # default runs/<config stem>
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -108,6 +121,7 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
 
 _TYPE_WORDS = {
@@ -160,6 +174,13 @@ def _check_names(cfg: Config) -> None:
         if name not in registry:
             raise PyroLVMError(
                 f"config key {key!r}: unknown {registry.kind} {name!r}; registered: {', '.join(registry.names())}"
+            )
+    from pyro_lvm.guides import GUIDES
+
+    for name in cfg.compare.guides:
+        if name not in GUIDES:
+            raise PyroLVMError(
+                f"config key 'compare.guides': unknown guide {name!r}; registered: {', '.join(GUIDES.names())}"
             )
     if cfg.model.name == "cvae" and cfg.model.condition == "none":
         raise PyroLVMError("model 'cvae' needs model.condition = 'label' or 'quadrants'")

@@ -56,8 +56,12 @@ def log_weights(model, q, x, c, num_samples: int) -> torch.Tensor:
 def batch_estimates(
     model, guide, x, c=None, idx=None, num_data=None, num_samples: int = 1000, chunk_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(IWAE log p̂_K(x), ELBO(x)), each (B,), from the same K particles drawn in chunks."""
-    q = guide_distribution(guide, x, c, idx, num_data)
+    """(IWAE log p̂_K(x), ELBO(x)), each (B,), from the same K particles of the guide's q drawn in chunks."""
+    return estimates_from_q(model, guide_distribution(guide, x, c, idx, num_data), x, c, num_samples, chunk_size)
+
+
+def estimates_from_q(model, q, x, c=None, num_samples: int = 1000, chunk_size: int = 1000):
+    """(IWAE log p̂_K(x), ELBO(x)), each (B,), with q (batch (B,), event (D,)) as the proposal."""
     running_lse = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     done = 0

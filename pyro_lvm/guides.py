@@ -28,7 +28,8 @@ from pyro_lvm.registry import Registry
 GUIDES: Registry[PyroModule] = Registry("guide")
 
 MIN_SCALE = 1e-4
-REFINE_MAX_GRAD_NORM = 5.0
+REFINE_MAX_STEP = 1.0  # the largest move of one row's (mu, log sigma) in one refinement step
+REFINE_SAMPLES = 4  # reparameterised samples per refinement gradient
 
 
 def _sample_z(loc: torch.Tensor, scale: torch.Tensor, beta: float) -> torch.Tensor:
@@ -177,14 +178,17 @@ def refine(model, x, c, loc, scale, steps: int, lr: float, backprop: str):
                 loc, log_scale = loc.detach().requires_grad_(), log_scale.detach().requires_grad_()
             elif not loc.requires_grad:  # encoder output under no_grad (evaluation)
                 loc, log_scale = loc.requires_grad_(), log_scale.requires_grad_()
-            elbo = local_elbo(model, x, c, loc, log_scale.exp()).sum()
+            elbo = local_elbo(model, x, c, loc, log_scale.exp(), REFINE_SAMPLES).sum()
             g_loc, g_log_scale = torch.autograd.grad(elbo, (loc, log_scale), create_graph=keep_graph)
-            # Per-datapoint gradient clipping (as Kim et al. 2018 do): a sharp likelihood must not throw a row
-            # of the local parameters far off in one fixed-size step.
-            norm = torch.cat([g_loc, g_log_scale], -1).norm(dim=-1, keepdim=True)  # (B, 1)
-            shrink = (REFINE_MAX_GRAD_NORM / norm.clamp_min(1e-12)).clamp(max=1.0)
-            loc = loc + lr * shrink * g_loc
-            log_scale = (log_scale + lr * shrink * g_log_scale).clamp(math.log(MIN_SCALE), 5.0)
+            # Natural-gradient step: the Fisher information of N(mu, sigma²) is 1/sigma² for mu and 2 for
+            # log sigma, so the step is (sigma² g_mu, g_log_sigma / 2): invariant to the posterior's scale, which
+            # a plain step of fixed size is not (it overshoots sharp dimensions by orders of magnitude).
+            step_loc, step_log_scale = log_scale.exp() ** 2 * g_loc, 0.5 * g_log_scale
+            # Per-datapoint clipping (as Kim et al. 2018 clip gradients): no row moves far in one step.
+            norm = torch.cat([step_loc, step_log_scale], -1).norm(dim=-1, keepdim=True)  # (B, 1)
+            shrink = (REFINE_MAX_STEP / (lr * norm).clamp_min(1e-12)).clamp(max=1.0)
+            loc = loc + lr * shrink * step_loc
+            log_scale = (log_scale + lr * shrink * step_log_scale).clamp(math.log(MIN_SCALE), 5.0)
             if k == 0:
                 anchor = (loc, log_scale)
     if backprop == "first" and anchor is not None:

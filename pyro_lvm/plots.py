@@ -74,3 +74,46 @@ def bar_with_errors(names: list[str], means: list[float], errors: list[float], y
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def elbo_vs_time(curves: dict[str, list[dict]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, history in curves.items():
+        ax.plot([r["time_s"] for r in history], [r["train_elbo"] for r in history], label=f"{name} (train)")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("ELBO per datapoint (nats)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def gap_histogram(amortization: torch.Tensor, approximation: torch.Tensor, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, values, title in [
+        (axes[0], amortization, "amortization gap L[q*] - L[q]"),
+        (axes[1], approximation, "approximation gap log p̂(x) - L[q*]"),
+    ]:
+        ax.hist(values.detach().cpu().numpy(), bins=30, color="tab:blue", alpha=0.8)
+        ax.axvline(float(values.mean()), color="k", ls="--", label=f"mean {float(values.mean()):.2f}")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("nats")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def share_closed(shares: dict[int, float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = sorted(shares)
+    ax.plot(ks, [shares[k] for k in ks], "o-")
+    ax.axhline(1.0, color="k", ls=":", label="q* (all of the gap)")
+    ax.set_xlabel("refinement steps K")
+    ax.set_ylabel("share of amortization gap closed")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

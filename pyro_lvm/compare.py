@@ -1,0 +1,232 @@
+"""``pyro-lvm compare``: amortized vs per-datapoint vs semi-amortized inference on the same data, decoder
+architecture and budget, and the Cremer et al. (2018) gap decomposition on one trained decoder:
+
+    log p(x) ≈ log p̂(x)   (IWAE, K samples)
+    approximation gap = log p̂(x) − L[q*]     (the Gaussian family's limit)
+    amortization gap  = L[q*] − L[q]          (the encoder's shortfall against the best q per datapoint)
+
+Each method trains in its own subprocess (``pyro-lvm train``), so its peak RSS is its own (``os.wait4``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from pyro_lvm import config as config_mod
+from pyro_lvm import plots
+from pyro_lvm.config import Config
+from pyro_lvm.data.batches import in_order
+from pyro_lvm.data.datasets import Split
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.evaluate import Estimate, estimates_from_q, guide_distribution
+from pyro_lvm.guides import refine
+from pyro_lvm.local_inference import fit_local
+from pyro_lvm.run import open_run
+
+
+def _train_subprocess(config_path: Path, guide: str, run_dir: Path, overrides: list[str]) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyro_lvm.cli",
+        "train",
+        str(config_path),
+        "--overwrite",
+        f"--set=guide.name={guide}",
+        f"--set=train.out_dir={run_dir}",
+        *[f"--set={o}" for o in overrides],
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise PyroLVMError(f"training the {guide} guide failed (exit {proc.returncode}); see the message above")
+    del out
+    return {"process_wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def _qstar(model, cc, x, c, init_loc, init_scale):
+    return fit_local(model, x, c, init_loc, init_scale, cc.qstar_lr, cc.qstar_max_steps, cc.qstar_window, cc.qstar_tol)
+
+
+def _split_head(split: Split, n: int) -> Split:
+    return Split(split.x[:n], split.y[:n])
+
+
+def evaluate_method(exp, cfg: Config) -> dict:
+    """Train ELBO (training rows), test ELBO and test IWAE log p̂(x). A per-datapoint guide has no q for test
+    points: its test figures use q* fitted from zero under its decoder (its test-time inference)."""
+    ev, cc = cfg.eval, cfg.compare
+    n_train = len(exp.data.train)
+    test = _split_head(exp.data.test, ev.num_points or len(exp.data.test))
+    train_rows = _split_head(exp.data.train, min(ev.num_points or n_train, n_train))
+    result: dict[str, Estimate] = {}
+    torch.manual_seed(ev.seed)
+    for name, split, on_train in [("train", train_rows, True), ("test", test, False)]:
+        lps, elbos = [], []
+        for batch in in_order(split, 256):
+            x, c = exp.condition(batch.x, batch.y)
+            if exp.amortized or on_train:
+                with torch.no_grad():
+                    q = guide_distribution(
+                        exp.guide, x, c, None if exp.amortized else batch.idx, None if exp.amortized else n_train
+                    )
+            else:
+                zeros = torch.zeros(x.shape[0], cfg.model.latent_dim, dtype=x.dtype, device=x.device)
+                q = _qstar(exp.model, cc, x, c, zeros, torch.ones_like(zeros)).distribution()
+            lp, el = estimates_from_q(exp.model, q, x, c, ev.num_samples, ev.chunk_size)
+            lps.append(lp)
+            elbos.append(el)
+        result[f"{name}_elbo"] = Estimate(torch.cat(elbos))
+        if name == "test":
+            result["test_log_px"] = Estimate(torch.cat(lps))
+    return result
+
+
+def gap_decomposition(exp, cfg: Config) -> dict:
+    """On the amortized run's decoder: L[q], L[q*], log p̂(x) and the gaps for ``compare.gap_points`` training
+    points; L[q_K] for the encoder refined K steps (semi-amortized inference at test time)."""
+    cc, ev = cfg.compare, cfg.eval
+    split = _split_head(exp.data.train, cc.gap_points)
+    x, c = exp.condition(split.x, split.y)
+    torch.manual_seed(ev.seed)
+    with torch.no_grad():
+        q = guide_distribution(exp.guide, x, c)
+    loc, scale = q.base_dist.loc, q.base_dist.scale
+    L_q = estimates_from_q(exp.model, q, x, c, cc.elbo_samples, cc.elbo_samples)[1]
+    if cc.qstar_init == "zero":
+        fit = _qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
+    else:
+        fit = _qstar(exp.model, cc, x, c, loc, scale)
+    log_px, L_qstar = estimates_from_q(exp.model, fit.distribution(), x, c, ev.num_samples, ev.chunk_size)
+    L_qstar = estimates_from_q(exp.model, fit.distribution(), x, c, cc.elbo_samples, cc.elbo_samples)[1]
+    log_px_q = estimates_from_q(exp.model, q, x, c, ev.num_samples, ev.chunk_size)[0]
+    log_px = torch.maximum(log_px, log_px_q)  # both are stochastic lower bounds of log p(x): keep the tighter
+    refined = {}
+    for k in cc.refine_ks:
+        lk, sk = refine(exp.model, x, c, loc, scale, k, cfg.guide.refine_lr, "none")
+        refined[k] = Estimate(estimates_from_q(exp.model, _normal(lk, sk), x, c, cc.elbo_samples, cc.elbo_samples)[1])
+    amort = L_qstar - L_q
+    return {
+        "L_q": Estimate(L_q),
+        "L_qstar": Estimate(L_qstar),
+        "log_px": Estimate(log_px),
+        "approximation_gap": Estimate(log_px - L_qstar),
+        "amortization_gap": Estimate(amort),
+        "qstar_steps": fit.steps,
+        "qstar_converged": fit.converged,
+        "refined": refined,
+        "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined.items()},
+    }
+
+
+def _normal(loc, scale):
+    import pyro.distributions as dist
+
+    return dist.Normal(loc.detach(), scale.detach()).to_event(1)
+
+
+def compare(config_path: str | Path, overrides: list[str] | None = None) -> dict:
+    config_path = Path(config_path)
+    overrides = list(overrides or [])
+    cfg = config_mod.load(config_path, overrides)
+    out = Path(cfg.compare.out_dir) if cfg.compare.out_dir else Path("runs") / config_path.stem
+    out.mkdir(parents=True, exist_ok=True)
+    rows, curves, methods = [], {}, {}
+    for guide in cfg.compare.guides:
+        print(f"== training guide '{guide}' ({cfg.train.steps} steps)", flush=True)
+        usage = _train_subprocess(config_path, guide, out / guide, overrides)
+        exp, _ = open_run(out / guide)
+        history = json.loads((out / guide / "metrics.json").read_text())["history"]
+        curves[guide] = history
+        print(f"== evaluating guide '{guide}' (K = {cfg.eval.num_samples})", flush=True)
+        res = evaluate_method(exp, cfg)
+        methods[guide] = exp
+        rows.append(
+            {
+                "guide": guide,
+                "train_elbo": res["train_elbo"].mean,
+                "train_elbo_se": res["train_elbo"].stderr,
+                "test_elbo": res["test_elbo"].mean,
+                "test_elbo_se": res["test_elbo"].stderr,
+                "test_log_px": res["test_log_px"].mean,
+                "test_log_px_se": res["test_log_px"].stderr,
+                "train_time_s": history[-1]["time_s"],
+                "peak_rss_mb": usage["peak_rss_mb"],
+            }
+        )
+    summary: dict = {"methods": rows, "config": config_mod.to_dict(cfg)}
+    if "amortized" in methods:
+        print(f"== gap decomposition on the amortized decoder ({cfg.compare.gap_points} training points)", flush=True)
+        gaps = gap_decomposition(methods["amortized"], cfg)
+        summary["gaps"] = {
+            k: (v.as_dict() if isinstance(v, Estimate) else v) for k, v in gaps.items() if k != "refined"
+        }
+        summary["gaps"]["refined_elbo"] = {str(k): v.as_dict() for k, v in gaps["refined"].items()}
+        summary["gaps"]["share_closed"] = {str(k): v for k, v in gaps["share_closed"].items()}
+        plots.gap_histogram(gaps["amortization_gap"].values, gaps["approximation_gap"].values, out / "gaps.png")
+        plots.share_closed(gaps["share_closed"], out / "semi_amortized_share.png")
+    plots.elbo_vs_time(curves, out / "elbo_vs_time.png")
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print_comparison(summary, out)
+    return summary
+
+
+def print_comparison(summary: dict, out: Path) -> None:
+    table = [
+        [
+            r["guide"],
+            f"{r['train_elbo']:.2f} ± {r['train_elbo_se']:.2f}",
+            f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
+            f"{r['test_log_px']:.2f} ± {r['test_log_px_se']:.2f}",
+            f"{r['train_time_s']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
+        for r in summary["methods"]
+    ]
+    print()
+    print("nats per datapoint (mean ± standard error over datapoints)")
+    print(
+        tabulate(
+            table, headers=["guide", "train ELBO", "test ELBO", "test log p̂(x)", "train time (s)", "peak RSS (MB)"]
+        )
+    )
+    if "gaps" in summary:
+        g = summary["gaps"]
+        print()
+        print(f"gap decomposition on the amortized decoder, {g['L_q']['n']} training points:")
+        print(
+            tabulate(
+                [
+                    [name, f"{g[key]['mean']:.3f}", f"{g[key]['stderr']:.3f}"]
+                    for name, key in [
+                        ("L[q] (amortized)", "L_q"),
+                        ("L[q*] (local optimum)", "L_qstar"),
+                        ("log p̂(x)", "log_px"),
+                        ("approximation gap = log p̂(x) - L[q*]", "approximation_gap"),
+                        ("amortization gap = L[q*] - L[q]", "amortization_gap"),
+                    ]
+                ],
+                headers=["", "mean", "std. error"],
+            )
+        )
+        print(
+            "share of the amortization gap closed by K refinement steps: "
+            + ", ".join(f"K={k}: {v:.0%}" for k, v in g["share_closed"].items())
+        )
+    print(f"\ntable, JSON, CSV and figures in {out}")

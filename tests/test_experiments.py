@@ -1,0 +1,66 @@
+"""Every experiment config smoke-runs in a subprocess with a tiny budget."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+TINY = [
+    "train.steps=30",
+    "train.progress=false",
+    "data.max_train=120",
+    "eval.num_samples=20",
+    "eval.num_points=20",
+    "compare.gap_points=20",
+    "compare.qstar_max_steps=300",
+    "compare.refine_ks=[0, 2]",
+    "compare.elbo_samples=20",
+    "train.checkpoint_every=30",
+]
+
+
+def fake_idx_root(tmp_path: Path) -> Path:
+    """Tiny Fashion-MNIST-shaped IDX .gz files, so the Fashion-MNIST configs run without the real data."""
+    root = tmp_path / "idx"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in [("train", 150), ("t10k", 30)]:
+        for kind, shape in [("images-idx3", (n, 28, 28)), ("labels-idx1", (n,))]:
+            arr = rng.integers(0, 256 if kind.startswith("images") else 10, shape).astype(np.uint8)
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+            with gzip.open(root / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.tobytes())
+    return root
+
+
+def run(args, cwd):
+    out = subprocess.run(
+        [sys.executable, "-m", "pyro_lvm.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in EXPERIMENTS.glob("*.toml")))
+def test_config_smoke_runs(config, tmp_path):
+    overrides = list(TINY)
+    if "fashion" in config:
+        overrides += [f"data.root={fake_idx_root(tmp_path)}", "eval.batch_size=16"]
+    sets = [f"--set={o}" for o in overrides]
+    if "compare" in config or "cremer" in config:
+        out = run(["compare", str(EXPERIMENTS / config), *sets, f"--set=compare.out_dir={tmp_path / 'cmp'}"], tmp_path)
+        summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+        assert [m["guide"] for m in summary["methods"]] == ["amortized", "per_datapoint", "semi_amortized"]
+        gap = summary["gaps"]["amortization_gap"]
+        assert gap["mean"] >= -2 * gap["stderr"]  # q* starts at the encoder's q and only climbs
+        for name in ["comparison.csv", "gaps.png", "elbo_vs_time.png", "semi_amortized_share.png"]:
+            assert (tmp_path / "cmp" / name).is_file()
+        assert "amortization gap" in out.stdout
+    else:
+        run(["train", str(EXPERIMENTS / config), *sets, f"--set=train.out_dir={tmp_path / 'run'}"], tmp_path)
+        run(["evaluate", str(tmp_path / "run")], tmp_path)
