@@ -91,7 +91,7 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    num_samples: int = Field(1000, gt=0)  # K, importance samples per datapoint
+    num_samples: int = Field(5000, gt=0)  # K, importance samples per datapoint
     chunk_size: int = Field(1000, gt=0)  # particles per vectorised call: bounds memory
     batch_size: int = Field(16, gt=0)  # datapoints per vectorised call (memory ~ batch * chunk * P floats)
     num_points: int | None = Field(None, gt=0)  # evaluate on the first n test points only
