@@ -46,13 +46,12 @@ def _train_subprocess(config_path: Path, guide: str, run_dir: Path, overrides: l
         *[f"--set={o}" for o in overrides],
     ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise PyroLVMError(f"training the {guide} guide failed (exit {proc.returncode}); see the message above")
-    del out
+    # stdout (the per-run table) is dropped: compare prints its own; stderr (progress, errors) reaches the user.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4, not wait: it returns this child's own peak RSS
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise PyroLVMError(f"training the {guide} guide failed (exit {code}); see the message above")
     return {"process_wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -109,7 +108,7 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         fit = _qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
     else:
         fit = _qstar(exp.model, cc, x, c, loc, scale)
-    log_px, L_qstar = estimates_from_q(exp.model, fit.distribution(), x, c, ev.num_samples, ev.chunk_size)
+    log_px = estimates_from_q(exp.model, fit.distribution(), x, c, ev.num_samples, ev.chunk_size)[0]
     L_qstar = estimates_from_q(exp.model, fit.distribution(), x, c, cc.elbo_samples, cc.elbo_samples)[1]
     log_px_q = estimates_from_q(exp.model, q, x, c, ev.num_samples, ev.chunk_size)[0]
     log_px = torch.maximum(log_px, log_px_q)  # both are stochastic lower bounds of log p(x): keep the tighter

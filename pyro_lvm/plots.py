@@ -12,6 +12,17 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Labels, legend and grid of a line plot, then save and close."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [row[x_key] for row in history]
@@ -19,13 +30,7 @@ def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
     val = [(row[x_key], row["val_elbo"]) for row in history if "val_elbo" in row]
     if val:
         ax.plot(*zip(*val, strict=True), label="validation ELBO")
-    ax.set_xlabel(x_key)
-    ax.set_ylabel("ELBO per datapoint (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, x_key, "ELBO per datapoint (nats)")
 
 
 def image_grid(
@@ -80,13 +85,7 @@ def elbo_vs_time(curves: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, history in curves.items():
         ax.plot([r["time_s"] for r in history], [r["train_elbo"] for r in history], label=f"{name} (train)")
-    ax.set_xlabel("wall time (s)")
-    ax.set_ylabel("ELBO per datapoint (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, "wall time (s)", "ELBO per datapoint (nats)")
 
 
 def gap_histogram(amortization: torch.Tensor, approximation: torch.Tensor, path: Path) -> None:
@@ -110,10 +109,4 @@ def share_closed(shares: dict[int, float], path: Path) -> None:
     ks = sorted(shares)
     ax.plot(ks, [shares[k] for k in ks], "o-")
     ax.axhline(1.0, color="k", ls=":", label="q* (all of the gap)")
-    ax.set_xlabel("refinement steps K")
-    ax.set_ylabel("share of amortization gap closed")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, "refinement steps K", "share of amortization gap closed")

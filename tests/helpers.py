@@ -7,6 +7,7 @@ import torch
 from pyro_lvm import config
 from pyro_lvm.analytic import LinearGaussian
 from pyro_lvm.data import Dataset, Split
+from pyro_lvm.experiment import Experiment
 
 
 def tiny_config(**sections) -> config.Config:
@@ -42,3 +43,24 @@ def dataset_from(x: torch.Tensor) -> Dataset:
     y = torch.zeros(len(x), dtype=torch.long)
     split = Split(x, y)
     return Dataset("linear_gaussian", split, split, split, None, 1, False)
+
+
+def linear_gaussian_experiment(guide_name: str, n: int, **sections):
+    """(lg, x, exp): n samples of an orthogonal LG model and a float64 VAE whose linear decoder and Gaussian
+    likelihood are exactly that model; ``sections`` add config values (e.g. guide options, optim)."""
+    lg = orthogonal_linear_gaussian()
+    x = lg.sample(n, seed=3)
+    raw = {
+        "data": {"name": "linear_gaussian", "binarize": "none"},
+        "model": {"latent_dim": 2, "hidden": []},
+        "likelihood": {"name": "gaussian", "scale": lg.s},
+        "guide": {"name": guide_name},
+        "train": {"dtype": "float64"},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    exp = Experiment.from_config(tiny_config(**raw), dataset_from(x))
+    with torch.no_grad():
+        exp.model.decoder[0].weight.copy_(lg.W)
+        exp.model.decoder[0].bias.copy_(lg.b)
+    return lg, x, exp

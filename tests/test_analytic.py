@@ -4,28 +4,16 @@ import math
 
 import pyro
 import torch
-from helpers import dataset_from, orthogonal_linear_gaussian, tiny_config
+from helpers import linear_gaussian_experiment
 
-from pyro_lvm.experiment import Experiment
 from pyro_lvm.guides import inverse_softplus
 
 
 def exact_experiment(n=12):
     """A VAE whose linear decoder and Gaussian likelihood are exactly the LG model, and a per-datapoint guide
     set to the exact posterior."""
-    lg = orthogonal_linear_gaussian()
-    x = lg.sample(n, seed=3)
-    cfg = tiny_config(
-        data={"name": "linear_gaussian", "binarize": "none"},
-        model={"latent_dim": 2, "hidden": []},
-        likelihood={"name": "gaussian", "scale": lg.s},
-        guide={"name": "per_datapoint"},
-        train={"dtype": "float64"},
-    )
-    exp = Experiment.from_config(cfg, dataset_from(x))
+    lg, x, exp = linear_gaussian_experiment("per_datapoint", n)
     with torch.no_grad():
-        exp.model.decoder[0].weight.copy_(lg.W)
-        exp.model.decoder[0].bias.copy_(lg.b)
         loc, cov = lg.posterior(x)
         exp.guide.loc.weight.copy_(loc)
         exp.guide.raw_scale.weight.copy_(

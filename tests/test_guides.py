@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import dataset_from, orthogonal_linear_gaussian, tiny_config
+from helpers import linear_gaussian_experiment, tiny_config
 
 from pyro_lvm.elbos import loss_and_backward
 from pyro_lvm.errors import PyroLVMError
@@ -13,21 +13,14 @@ from pyro_lvm.local_inference import fit_local
 
 
 def lg_experiment(guide: str, n=20, **guide_kw):
-    lg = orthogonal_linear_gaussian()
-    x = lg.sample(n, seed=3)
-    cfg = tiny_config(
-        data={"name": "linear_gaussian", "binarize": "none"},
-        model={"latent_dim": 2, "hidden": []},
-        likelihood={"name": "gaussian", "scale": lg.s},
-        guide={"name": guide, **guide_kw},
+    lg, x, exp = linear_gaussian_experiment(
+        guide,
+        n,
+        guide=guide_kw,
         elbo={"num_particles": 16},
         optim={"lr": 0.02, "local_lr": 0.05},
-        train={"dtype": "float64", "batch_size": n},
+        train={"batch_size": n},
     )
-    exp = Experiment.from_config(cfg, dataset_from(x))
-    with torch.no_grad():
-        exp.model.decoder[0].weight.copy_(lg.W)
-        exp.model.decoder[0].bias.copy_(lg.b)
     exp.model.decoder.requires_grad_(False)  # the decoder is the true one: only the guide learns
     return lg, x, exp
 
