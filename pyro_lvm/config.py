@@ -237,6 +237,11 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     return from_dict(apply_overrides(raw, overrides or []))
 
 
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of ``cfg`` with ``--set``-style overrides applied and validated."""
+    return from_dict(apply_overrides(to_dict(cfg), overrides))
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
     return cfg.model_dump(exclude_none=True)
 

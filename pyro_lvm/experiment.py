@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
 from pyro.nn import PyroModule
 
@@ -17,9 +16,6 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.models import build_model
 from pyro_lvm.optim import OPTIMS, Optimizers
-
-# Two experiments in one process share nothing through Pyro's global parameter store.
-pyro.settings.set(module_local_params=True)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -150,13 +150,18 @@ def _mnist(cfg: DataConfig):
     )
 
 
-@DATASETS.register("linear_gaussian")
-def _linear_gaussian(cfg: DataConfig):
-    """Samples of a fixed linear-Gaussian LVM (see ``pyro_lvm.analytic``): x = W z + b + s * eps."""
+def linear_gaussian_truth(cfg: DataConfig, dtype: torch.dtype = torch.float64):
+    """The linear-Gaussian LVM (``pyro_lvm.analytic``) that the ``linear_gaussian`` dataset samples from."""
     from pyro_lvm.analytic import LinearGaussian
 
     lg = LinearGaussian.random(latent_dim=2, obs_dim=8, seed=cfg.seed, dtype=torch.float32)
-    x = lg.sample(2000, seed=cfg.seed + 1)
+    return LinearGaussian(lg.W.to(dtype), lg.b.to(dtype), lg.s)
+
+
+@DATASETS.register("linear_gaussian")
+def _linear_gaussian(cfg: DataConfig):
+    """2,000 samples of a fixed linear-Gaussian LVM: x = W z + b + s * eps (``linear_gaussian_truth``)."""
+    x = linear_gaussian_truth(cfg, torch.float32).sample(2000, seed=cfg.seed + 1)
     return Split(x, torch.zeros(len(x), dtype=torch.long)), None, None, 1
 
 
