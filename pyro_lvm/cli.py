@@ -1,4 +1,4 @@
-"""``pyro-lvm train | evaluate | sample`` — thin: parse arguments, call the library, print tables.
+"""``pyro-lvm train | evaluate | compare | diagnose | sample`` — thin: parse arguments, call the library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
 """
@@ -85,6 +85,20 @@ def _compare(args: argparse.Namespace) -> None:
     compare(args.config, args.set)
 
 
+def _diagnose(args: argparse.Namespace) -> None:
+    from pyro_lvm.diagnose import DiagnoseOptions, diagnose, print_diagnosis
+
+    opts = DiagnoseOptions(
+        num_points=args.num_points,
+        num_samples=args.num_samples,
+        nuts_points=args.nuts_points,
+        nuts_chains=args.nuts_chains,
+        nuts_samples=args.nuts_samples,
+        nuts_warmup=args.nuts_warmup,
+    )
+    print_diagnosis(diagnose(args.run_dirs, opts, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent variable models on Pyro.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")
     p.add_argument("config", help="TOML config; its [compare] section chooses guides and gap settings")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("diagnose", help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; NUTS uses the first one's decoder")
+    p.add_argument("--num-points", type=int, default=20, help="training rows for PSIS k-hat")
+    p.add_argument("--num-samples", type=int, default=2000, help="importance samples per row for k-hat")
+    p.add_argument("--nuts-points", type=int, default=4, help="rows with a NUTS reference (0: skip NUTS)")
+    p.add_argument("--nuts-chains", type=int, default=4)
+    p.add_argument("--nuts-samples", type=int, default=1000, help="NUTS draws per chain")
+    p.add_argument("--nuts-warmup", type=int, default=500)
+    p.add_argument("--out", help="output folder (default: the first run folder)")
+    p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("sample", parents=[common], help="write a PNG grid of samples from the prior")
     p.add_argument("run_dir")

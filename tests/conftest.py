@@ -2,7 +2,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_lvm.experiment import Experiment  # noqa: F401 - sets module_local_params
+import pyro_lvm  # noqa: F401 - sets module_local_params
 
 
 @pytest.fixture(autouse=True)
