@@ -6,12 +6,18 @@ it (one torch graph, our own optimiser) and ``loss_and_grads`` otherwise (RenyiE
   Monte Carlo otherwise (e.g. the mixture prior): never silently wrong.
 - ``renyi``: RenyiELBO with ``alpha``; alpha = 0 and K particles is the IWAE bound log mean_k w_k.
 
-Not offered: Pyro 1.9's JIT ELBOs look parameters up in the global param store, which our PyroModules do not use
-(``module_local_params=True`` keeps experiments independent); they fail with a KeyError on the first step.
+- ``jit_trace`` / ``jit_mean_field``: the same objectives compiled with Pyro's JIT (``torch.jit.trace``); if
+  tracing fails (dynamic structure: the semi-amortized guide's inner gradient steps) or a call differs from the
+  traced one (the irregular last batch, a new beta), that call runs the plain ELBO, with one warning per reason.
+  Measured on this 2-core CPU the JIT gains nothing (13.3 vs 13.5 ms per step, 784-400-50, batch 128); it is for
+  GPUs, where Python overhead dominates (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import warnings
+
+import pyro
 import torch
 from pyro import infer
 
@@ -42,6 +48,113 @@ def mean_field(num_particles: int = 1, vectorize_particles: bool = True, **_: ob
 @ELBOS.register("renyi")
 def renyi(num_particles: int = 1, vectorize_particles: bool = True, alpha: float = 0.0, **_: object) -> infer.ELBO:
     return infer.RenyiELBO(alpha=alpha, **_common(num_particles, vectorize_particles))
+
+
+class _JitTrace(infer.JitTrace_ELBO):
+    """Pyro 1.9.2's JitTrace_ELBO.differentiable_loss returns ``loss + (surrogate - surrogate.detach())`` where
+    ``loss`` itself carries the reparameterised gradient, so gradients come out doubled (caught by our equality
+    test against Trace_ELBO). Detaching ``loss`` gives the surrogate's gradient alone, as Trace_ELBO does."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss, surrogate_loss = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return loss.detach() + (surrogate_loss - surrogate_loss.detach())
+
+
+class _JitTraceMeanField(infer.JitTraceMeanField_ELBO):
+    """Pyro 1.9.2's JitTraceMeanField_ELBO checks ``_loss_and_surrogate_loss`` but stores ``_differentiable_loss``,
+    so it builds and traces a new function on every call (3-5x slower, memory growing ~2 MB per step). Setting
+    the checked attribute after the first call makes it reuse the compiled function."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        self._loss_and_surrogate_loss = self._differentiable_loss
+        return loss
+
+
+class JitWithFallback:
+    """A Pyro JIT ELBO run safely inside pyro_lvm.
+
+    - Our modules keep their parameters local (``module_local_params``); Pyro's JIT looks parameters up by name in
+      the param store. So each call runs with module-local parameters off, inside this object's own param-store
+      scope: the names it registers never meet another experiment's.
+    - The JIT needs tensors as positional arguments and fixed shapes: ``x, c, idx, beta`` are passed positionally
+      (beta as a tensor, so KL annealing does not retrace), and a call whose shapes or options differ from the
+      traced one runs the plain ELBO instead.
+    """
+
+    def __init__(self, jit_elbo: infer.ELBO, plain_elbo: infer.ELBO, name: str) -> None:
+        self.jit, self.plain, self.name = jit_elbo, plain_elbo, name
+        self.num_particles = plain_elbo.num_particles
+        self.failure: str | None = None  # why tracing failed, once it has
+        self._key = None
+        self._fns = None
+        self._store = None
+        self._warned: set[str] = set()
+
+    def _warn(self, reason: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"elbo {self.name!r}: {reason}; using the plain ELBO for such calls", stacklevel=3)
+
+    def _compiled_call(self, model, guide, x, c, idx, num_data, beta) -> torch.Tensor:
+        if self._fns is None:
+            has_c, has_idx = c is not None, idx is not None
+
+            def unpack(rest):
+                rest = list(rest)
+                cc = rest.pop(0) if has_c else None
+                ii = rest.pop(0) if has_idx else None
+                return cc, ii, rest.pop(0)
+
+            def model_fn(x, *rest):
+                cc, ii, b = unpack(rest)
+                return model(x, cc, idx=ii, num_data=num_data, beta=b)
+
+            def guide_fn(x, *rest):
+                cc, ii, b = unpack(rest)
+                return guide(x, cc, idx=ii, num_data=num_data, beta=b)
+
+            self._fns = (model_fn, guide_fn)
+        args = [x] + [t for t in (c, idx) if t is not None]
+        args.append(torch.as_tensor(beta, dtype=x.dtype, device=x.device))
+        with pyro.settings.context(module_local_params=False), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
+            with pyro.get_param_store().scope(state=self._store) as state:
+                loss = self.jit.differentiable_loss(*self._fns, *args)
+            self._store = state
+        return loss
+
+    def differentiable_loss(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
+        key = (id(model), id(guide), tuple(x.shape), None if c is None else tuple(c.shape), idx is None, num_data)
+        if self.failure is None and self._key in (None, key):
+            rng = torch.get_rng_state(), torch.cuda.get_rng_state() if x.is_cuda else None
+            try:
+                loss = self._compiled_call(model, guide, x, c, idx, num_data, beta)
+                self._key = key
+                return loss
+            except Exception as err:  # noqa: BLE001 - any tracing failure means: run the plain ELBO
+                torch.set_rng_state(rng[0])  # the failed attempt leaves the random stream as it found it
+                if rng[1] is not None:
+                    torch.cuda.set_rng_state(rng[1])
+                self.failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                self._warn(f"tracing failed ({self.failure[:200]})")
+        elif self.failure is None:
+            self._warn("a call differs from the traced one (batch shape, model or options)")
+        return self.plain.differentiable_loss(model, guide, x, c, idx=idx, num_data=num_data, beta=beta)
+
+
+@ELBOS.register("jit_trace")
+def jit_trace(num_particles: int = 1, vectorize_particles: bool = True, **_: object) -> JitWithFallback:
+    common = _common(num_particles, vectorize_particles)
+    return JitWithFallback(_JitTrace(**common, ignore_jit_warnings=True), infer.Trace_ELBO(**common), "jit_trace")
+
+
+@ELBOS.register("jit_mean_field")
+def jit_mean_field(num_particles: int = 1, vectorize_particles: bool = True, **_: object) -> JitWithFallback:
+    common = _common(num_particles, vectorize_particles)
+    return JitWithFallback(
+        _JitTraceMeanField(**common, ignore_jit_warnings=True), infer.TraceMeanField_ELBO(**common), "jit_mean_field"
+    )
 
 
 def loss_and_backward(elbo, model, guide, *args, **kwargs) -> torch.Tensor:

@@ -64,3 +64,36 @@ def test_config_smoke_runs(config, tmp_path):
     else:
         run(["train", str(EXPERIMENTS / config), *sets, f"--set=train.out_dir={tmp_path / 'run'}"], tmp_path)
         run(["evaluate", str(tmp_path / "run")], tmp_path)
+    if config == "digits_vae_2d.toml":  # the config made for `diagnose`
+        diag = ["--num-points=5", "--num-samples=100", "--nuts-points=2", "--nuts-chains=2", "--nuts-samples=50"]
+        out = run(["diagnose", str(tmp_path / "run"), *diag, "--nuts-warmup=50"], tmp_path)
+        assert "R-hat" in out.stdout and (tmp_path / "run" / "guide_vs_nuts.png").is_file()
+
+
+def run_script(script, args, cwd):
+    out = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_elbo_identity_script(tmp_path):
+    sets = ["train.steps=30", "train.progress=false", "eval.num_points=20", "eval.num_samples=50"]
+    out = run_script("elbo_identity.py", [*[f"--set={s}" for s in sets], "--out", "id"], tmp_path)
+    rows = json.loads((tmp_path / "id" / "identity.json").read_text())
+    assert [r["guide"] for r in rows] == ["exact posterior", "amortized", "per_datapoint", "prior as guide"]
+    assert max(r["identity_error"] for r in rows) < 1e-6
+    assert (tmp_path / "id" / "elbo_identity.png").is_file() and "KL(q‖p(z|x))" in out.stdout
+
+
+def test_kl_directions_script(tmp_path):
+    run_script("kl_directions.py", ["--steps", "300", "--out", "kl"], tmp_path)
+    rows = json.loads((tmp_path / "kl" / "kl_directions.json").read_text())
+    assert [(r["dim"], r["fit"].split()[0]) for r in rows] == [
+        (1, "reverse"),
+        (1, "forward"),
+        (2, "reverse"),
+        (2, "forward"),
+    ]
+    assert (tmp_path / "kl" / "kl_directions.png").is_file()
