@@ -7,8 +7,8 @@ it (one torch graph, our own optimiser) and ``loss_and_grads`` otherwise (RenyiE
 - ``renyi``: RenyiELBO with ``alpha``; alpha = 0 and K particles is the IWAE bound log mean_k w_k.
 
 - ``jit_trace`` / ``jit_mean_field``: the same objectives compiled with Pyro's JIT (``torch.jit.trace``); if
-  tracing fails (dynamic structure: the semi-amortized guide's inner gradient steps) or a call differs from the
-  traced one (the irregular last batch, a new beta), that call runs the plain ELBO, with one warning per reason.
+  tracing fails (dynamic structure: the semi-amortized guide's inner gradient steps), calls run the plain ELBO,
+  with one warning. Each batch shape (e.g. the irregular last batch) gets its own compiled function.
   Measured on this 2-core CPU the JIT gains nothing (13.3 vs 13.5 ms per step, 784-400-50, batch 128); it is for
   GPUs, where Python overhead dominates (see benchmarks/README.md).
 """
@@ -78,16 +78,21 @@ class JitWithFallback:
       the param store. So each call runs with module-local parameters off, inside this object's own param-store
       scope: the names it registers never meet another experiment's.
     - The JIT needs tensors as positional arguments and fixed shapes: ``x, c, idx, beta`` are passed positionally
-      (beta as a tensor, so KL annealing does not retrace), and a call whose shapes or options differ from the
-      traced one runs the plain ELBO instead.
+      (beta as a tensor, so KL annealing does not retrace), and each distinct call signature (batch shape, the
+      irregular last batch, model, guide, num_data) gets its own compiled function, up to ``MAX_SIGNATURES``;
+      beyond that, calls run the plain ELBO.
+    - Tracing runs the program several times and would consume extra random numbers; the random state is restored
+      after it and the compiled function called afresh, so a JIT run draws exactly what a plain run draws (resume
+      stays exact, and a failed trace leaves the stream untouched before falling back).
     """
+
+    MAX_SIGNATURES = 4
 
     def __init__(self, jit_elbo: infer.ELBO, plain_elbo: infer.ELBO, name: str) -> None:
         self.jit, self.plain, self.name = jit_elbo, plain_elbo, name
         self.num_particles = plain_elbo.num_particles
         self.failure: str | None = None  # why tracing failed, once it has
-        self._key = None
-        self._fns = None
+        self._fns: dict = {}  # signature -> (model_fn, guide_fn)
         self._store = None
         self._warned: set[str] = set()
 
@@ -96,51 +101,61 @@ class JitWithFallback:
             self._warned.add(reason)
             warnings.warn(f"elbo {self.name!r}: {reason}; using the plain ELBO for such calls", stacklevel=3)
 
-    def _compiled_call(self, model, guide, x, c, idx, num_data, beta) -> torch.Tensor:
-        if self._fns is None:
-            has_c, has_idx = c is not None, idx is not None
+    @staticmethod
+    def _closures(model, guide, has_c: bool, has_idx: bool, num_data):
+        def unpack(rest):
+            rest = list(rest)
+            c = rest.pop(0) if has_c else None
+            idx = rest.pop(0) if has_idx else None
+            return c, idx, rest.pop(0)
 
-            def unpack(rest):
-                rest = list(rest)
-                cc = rest.pop(0) if has_c else None
-                ii = rest.pop(0) if has_idx else None
-                return cc, ii, rest.pop(0)
+        def model_fn(x, *rest, signature=None):
+            c, idx, beta = unpack(rest)
+            return model(x, c, idx=idx, num_data=num_data, beta=beta)
 
-            def model_fn(x, *rest):
-                cc, ii, b = unpack(rest)
-                return model(x, cc, idx=ii, num_data=num_data, beta=b)
+        def guide_fn(x, *rest, signature=None):
+            c, idx, beta = unpack(rest)
+            return guide(x, c, idx=idx, num_data=num_data, beta=beta)
 
-            def guide_fn(x, *rest):
-                cc, ii, b = unpack(rest)
-                return guide(x, cc, idx=ii, num_data=num_data, beta=b)
+        return model_fn, guide_fn
 
-            self._fns = (model_fn, guide_fn)
-        args = [x] + [t for t in (c, idx) if t is not None]
-        args.append(torch.as_tensor(beta, dtype=x.dtype, device=x.device))
+    def _compiled_call(self, signature, args) -> torch.Tensor:
+        model_fn, guide_fn = self._fns[signature]
+        # ``signature`` as a keyword: Pyro's JIT compiles once per distinct keyword values
         with pyro.settings.context(module_local_params=False), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
             with pyro.get_param_store().scope(state=self._store) as state:
-                loss = self.jit.differentiable_loss(*self._fns, *args)
+                loss = self.jit.differentiable_loss(model_fn, guide_fn, *args, signature=signature)
             self._store = state
         return loss
 
     def differentiable_loss(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
-        key = (id(model), id(guide), tuple(x.shape), None if c is None else tuple(c.shape), idx is None, num_data)
-        if self.failure is None and self._key in (None, key):
-            rng = torch.get_rng_state(), torch.cuda.get_rng_state() if x.is_cuda else None
+        shapes = tuple(None if t is None else tuple(t.shape) for t in (x, c, idx))
+        signature = (id(model), id(guide), shapes, num_data, str(x.device), str(x.dtype))
+        new = signature not in self._fns
+        if self.failure is None and new and len(self._fns) >= self.MAX_SIGNATURES:
+            self._warn(f"more than {self.MAX_SIGNATURES} distinct call shapes")
+        elif self.failure is None:
+            args = [x, *(t for t in (c, idx) if t is not None), torch.as_tensor(beta, dtype=x.dtype, device=x.device)]
+            rng = torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.is_cuda else None
             try:
-                loss = self._compiled_call(model, guide, x, c, idx, num_data, beta)
-                self._key = key
-                return loss
+                if new:
+                    self._fns[signature] = self._closures(model, guide, c is not None, idx is not None, num_data)
+                    self._compiled_call(signature, args)  # traces; the result is discarded
+                    self._restore(rng)
+                return self._compiled_call(signature, args)
             except Exception as err:  # noqa: BLE001 - any tracing failure means: run the plain ELBO
-                torch.set_rng_state(rng[0])  # the failed attempt leaves the random stream as it found it
-                if rng[1] is not None:
-                    torch.cuda.set_rng_state(rng[1])
+                self._restore(rng)
+                self._fns.pop(signature, None)
                 self.failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 self._warn(f"tracing failed ({self.failure[:200]})")
-        elif self.failure is None:
-            self._warn("a call differs from the traced one (batch shape, model or options)")
         return self.plain.differentiable_loss(model, guide, x, c, idx=idx, num_data=num_data, beta=beta)
+
+    @staticmethod
+    def _restore(rng) -> None:
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1])
 
 
 @ELBOS.register("jit_trace")

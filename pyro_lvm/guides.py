@@ -214,4 +214,11 @@ def build_guide(cfg, num_features: int, cond_dim: int, num_data: int, model: Pyr
     )
     if hasattr(guide, "attach"):
         guide.attach(model)
+    if hasattr(model.prior, "attach_encoder"):
+        if not hasattr(guide, "encode"):
+            raise PyroLVMError(
+                f"prior 'vamp' pushes pseudo-inputs through an encoder, and guide {cfg.guide.name!r} has none; "
+                "use guide.name = 'amortized' or 'semi_amortized'"
+            )
+        model.prior.attach_encoder(guide.encode)
     return guide

@@ -101,6 +101,7 @@ def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
         cond_dim=cond_dim,
         hidden=cfg.prior.hidden,
         num_components=cfg.prior.num_components,
+        num_features=num_features,
     )
     likelihood = LIKELIHOODS.build(
         cfg.likelihood.name, scale=cfg.likelihood.scale, learn_scale=cfg.likelihood.learn_scale

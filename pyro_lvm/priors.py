@@ -4,6 +4,8 @@
 - ``conditional``: p(z|c) = N(mu(c), diag sigma(c)²), a learned network of the condition (the CVAE prior).
 - ``mog``: p(z) = sum_k pi_k N(z; mu_k, diag sigma_k²), learned; no closed-form KL, so ELBOs estimate it by
   Monte Carlo (TraceMeanField_ELBO falls back to sampling when ``kl_divergence`` is not registered).
+- ``vamp``: the VampPrior (Tomczak & Welling 2018), p(z) = 1/K sum_k q(z | u_k): K learned pseudo-inputs u_k
+  pushed through the guide's encoder. Also a mixture: Monte-Carlo KL.
 """
 
 from __future__ import annotations
@@ -57,3 +59,33 @@ class MixturePrior(PyroModule):
     def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
         components = dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,), event (D,)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+@PRIORS.register("vamp")
+class VampPrior(PyroModule):
+    """p(z) = 1/K sum_k q(z | u_k) with learned pseudo-inputs u (K, P) and the guide's encoder q.
+
+    The encoder belongs to the guide; the prior only borrows it (``attach_encoder``), kept outside this module's
+    tree so its parameters are neither saved nor optimised twice. Pseudo-inputs start at 0.5 + small noise (the
+    middle of the pixel range) and are unconstrained.
+    """
+
+    def __init__(self, latent_dim: int, num_features: int = 0, num_components: int = 10, cond_dim: int = 0, **_):
+        super().__init__()
+        if cond_dim > 0:
+            raise PyroLVMError("prior 'vamp' is for the unconditional VAE; with a CVAE use 'conditional' or 'mog'")
+        g = torch.Generator().manual_seed(0)
+        self.pseudo_inputs = PyroParam(0.5 + 0.01 * torch.randn(num_components, num_features, generator=g))
+        self.encode = None
+
+    def attach_encoder(self, encode) -> None:
+        object.__setattr__(self, "encode", encode)
+
+    def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        if self.encode is None:
+            raise PyroLVMError(
+                "prior 'vamp' needs an encoder: use it with guide.name = 'amortized' or 'semi_amortized'"
+            )
+        loc, scale = self.encode(self.pseudo_inputs)  # (K, D) each
+        components = dist.Normal(loc, scale).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros_like(loc[:, 0])), components)

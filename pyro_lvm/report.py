@@ -48,6 +48,15 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
         "active_units": active_units(exp.guide, split, exp.condition) if exp.amortized else None,
         "latent_dim": exp.cfg.model.latent_dim,
     }
+    if exp.condition.kind != "none":
+        from pyro_lvm.cvae_checks import label_cvae_report, prior_estimate
+
+        out["condition"] = exp.condition.kind
+        out["prior_mc_log_px"] = prior_estimate(
+            exp.model, split, exp.condition, ev.num_samples, ev.chunk_size, ev.batch_size, ev.num_points, ev.seed
+        ).as_dict()
+        if exp.condition.kind == "label":
+            out.update(label_cvae_report(exp, seed=ev.seed))
     (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
     return out
 
@@ -62,10 +71,28 @@ def print_evaluation(result: dict) -> None:
             result["baseline_log_px"]["stderr"],
         ],
     ]
+    if "prior_mc_log_px" in result:
+        rows[1][0] = f"IWAE log p̂(x|c) with q(z|x,c), K={result['num_samples']}"
+        rows.insert(
+            2,
+            [
+                f"prior MC log p̂(x|c), z ~ p(z|c), K={result['num_samples']}",
+                result["prior_mc_log_px"]["mean"],
+                result["prior_mc_log_px"]["stderr"],
+            ],
+        )
     print(f"{result['split']} split, {result['num_points']} points, nats per datapoint:")
     print(tabulate(rows, headers=["estimate", "mean", "std. error"], floatfmt=".3f"))
     if result["active_units"] is not None:
         print(f"active units: {result['active_units']} of {result['latent_dim']}")
+    if "generation_accuracy" in result:
+        acc = " ".join(f"{k}:{100 * a:.0f}%" for k, a in enumerate(result["generation_accuracy"]))
+        print(f"samples of p(z|c=k) labelled k by a logistic regression: {acc}")
+        print(
+            f"  (lowest {100 * result['min_generation_accuracy']:.0f}%; the classifier labels real test images "
+            f"{100 * result['classifier_test_accuracy']:.0f}% right)"
+        )
+        print(f"mean pairwise KL between class priors p(z|c): {result['mean_pairwise_prior_kl']:.2f} nats")
 
 
 def sample_run(run_dir: str | Path, condition: str | None, num: int, overrides: list[str] | None = None) -> Path:

@@ -7,6 +7,7 @@ import torch
 from helpers import tiny_config
 
 from pyro_lvm.elbos import ELBOS, loss_and_backward
+from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import batch_estimates
 from pyro_lvm.experiment import Experiment
 from pyro_lvm.guides import GUIDES
@@ -45,7 +46,25 @@ def test_prior_guide_likelihood_step(prior, guide, likelihood):
         model=_model_for(prior),
         data={"binarize": binarize},
     )
+    if prior == "vamp" and guide == "per_datapoint":
+        with pytest.raises(PyroLVMError, match="has none"):
+            Experiment.from_config(cfg)
+        return
     _step(Experiment.from_config(cfg))
+
+
+def test_vamp_prior_is_a_mixture_of_encoded_pseudo_inputs():
+    exp = Experiment.from_config(tiny_config(prior={"name": "vamp", "num_components": 4}))
+    p = exp.model.prior()
+    loc, scale = exp.guide.encode(exp.model.prior.pseudo_inputs)
+    z = torch.randn(6, 2)
+    expected = torch.logsumexp(torch.distributions.Normal(loc, scale).log_prob(z[:, None]).sum(-1), -1) - math.log(4)
+    assert torch.allclose(p.log_prob(z), expected, atol=1e-5)
+    names = [n for n, _ in [*exp.model.named_parameters(), *exp.guide.named_parameters()]]
+    assert len(names) == len(set(map(id, [*exp.model.parameters(), *exp.guide.parameters()])))  # none twice
+    assert "prior.pseudo_inputs_unconstrained" in dict(exp.model.named_parameters())
+    with pytest.raises(PyroLVMError, match="unconditional"):
+        Experiment.from_config(tiny_config(prior={"name": "vamp"}, model={"name": "cvae", "condition": "label"}))
 
 
 @pytest.mark.parametrize("elbo", ELBOS.names())

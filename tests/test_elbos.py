@@ -49,15 +49,24 @@ def test_jit_mean_field_compiles_once():
     assert elbo.jit._differentiable_loss is compiled and len(compiled.compiled) == 1
 
 
-def test_jit_falls_back_on_a_new_shape_and_on_dynamic_guides():
+def test_jit_draws_what_plain_draws_for_every_batch_shape():
+    """Tracing (also of the irregular last batch) leaves the random stream as a plain step would: a JIT run and
+    a plain run from the same seed give the same losses, so resume stays exact."""
     exp = Experiment.from_config(tiny_config(train={"pyro_validation": False}))
-    elbo = ELBOS.build("jit_trace")
     x = exp.data.train.x
-    _loss_and_grads(exp, elbo, x[:32], torch.arange(32), 0)
-    with pytest.warns(UserWarning, match="differs from the traced one"):
-        lj, _ = _loss_and_grads(exp, elbo, x[:7], torch.arange(7), 1)  # an irregular last batch
-    lp, _ = _loss_and_grads(exp, ELBOS.build("trace"), x[:7], torch.arange(7), 1)
-    assert torch.equal(lj, lp)
+    losses, elbos = {}, {name: ELBOS.build(name) for name in ("jit_trace", "trace")}
+    for name, elbo in elbos.items():
+        torch.manual_seed(0)
+        losses[name] = [
+            elbo.differentiable_loss(exp.model, exp.guide, x[:b], None, idx=torch.arange(b), num_data=200).item()
+            for b in (32, 32, 7, 32, 7)
+        ]
+    assert losses["jit_trace"] == pytest.approx(losses["trace"], rel=1e-5)
+    assert len(elbos["jit_trace"]._fns) == 2 and elbos["jit_trace"].failure is None  # one per batch shape
+
+
+def test_jit_falls_back_on_dynamic_guides():
+    x = Experiment.from_config(tiny_config()).data.train.x
 
     semi = Experiment.from_config(tiny_config(guide={"name": "semi_amortized"}, train={"pyro_validation": False}))
     elbo = ELBOS.build("jit_trace")
@@ -65,3 +74,42 @@ def test_jit_falls_back_on_a_new_shape_and_on_dynamic_guides():
         lj, _ = _loss_and_grads(semi, elbo, x[:16], torch.arange(16), 0)
     lp, _ = _loss_and_grads(semi, ELBOS.build("trace"), x[:16], torch.arange(16), 0)
     assert elbo.failure is not None and torch.equal(lj, lp)
+
+
+def test_fast_bernoulli_equals_torch_bernoulli():
+    import pyro.distributions as dist
+
+    from pyro_lvm.likelihoods import BernoulliLogits
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)  # (K, B, P)
+    for x in (torch.bernoulli(torch.full((5, 7), 0.4, dtype=torch.float64)), torch.rand(5, 7, dtype=torch.float64)):
+        ours = BernoulliLogits(logits).log_prob(x)
+        ref = dist.Bernoulli(logits=logits, validate_args=False).to_event(1).log_prob(x)
+        assert ours.shape == (3, 5) and torch.allclose(ours, ref, atol=1e-12)
+        (g1,) = torch.autograd.grad(ours.sum(), logits)
+        (g2,) = torch.autograd.grad(ref.sum(), logits)
+        assert torch.allclose(g1, g2, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"guide": {"name": "per_datapoint"}},
+        {"model": {"name": "cvae", "condition": "label"}, "prior": {"name": "conditional"}},
+    ],
+)
+def test_jit_equals_plain_for_local_guides_and_cvae(sections):
+    exp = Experiment.from_config(tiny_config(train={"pyro_validation": False}, **sections))
+    batch = exp.data.train
+    x, c = exp.condition(batch.x[:32], batch.y[:32])
+    idx = torch.arange(32)
+    out = {}
+    for name in ("jit_trace", "trace"):
+        elbo = ELBOS.build(name)
+        torch.manual_seed(0)
+        out[name] = [
+            elbo.differentiable_loss(exp.model, exp.guide, x, c, idx=idx, num_data=200).item() for _ in range(3)
+        ]
+        assert getattr(elbo, "failure", None) is None
+    assert out["jit_trace"] == pytest.approx(out["trace"], rel=1e-5)
