@@ -18,8 +18,7 @@ import time
 import pyro
 import torch
 from tabulate import tabulate
-from torch.nn import functional as F
-from vae_step import D, HandVAE, make_data
+from vae_step import D, HandVAE, hand_log_weights, make_data
 
 from pyro_lvm.evaluate import estimates_from_q
 from pyro_lvm.guides import AmortizedGuide
@@ -36,10 +35,7 @@ def hand_iwae(vae: HandVAE, x: torch.Tensor, num_samples: int, chunk: int) -> to
     while done < num_samples:
         k = min(chunk, num_samples - done)
         eps = torch.randn(k, *loc.shape, device=x.device)  # (k, B, D)
-        z = loc + scale * eps
-        logits = vae.decoder(z)  # (k, B, P)
-        log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-        log_w = log_lik - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + scale.log().sum(-1)  # (k, B)
+        log_w = hand_log_weights(vae.decoder, x, scale, loc + scale * eps, eps)  # (k, B)
         running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
         done += k
     return running - math.log(num_samples)

@@ -47,6 +47,13 @@ REFERENCE = {
 }
 
 
+def hand_log_weights(decoder: nn.Module, x: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, eps: torch.Tensor):
+    """log w = log p(x|z) + log N(z; 0, I) − log q(z|x) for z = loc + scale · eps, (K, B); the 2π terms cancel."""
+    logits = decoder(z)  # (K, B, P)
+    log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    return log_lik - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + scale.log().sum(-1)
+
+
 class HandVAE(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -59,11 +66,7 @@ class HandVAE(nn.Module):
         scale_n = N / x.shape[0]
         if kind == "hand: IWAE":
             eps = torch.randn(particles, *loc.shape, device=x.device)  # (K, B, D)
-            z = loc + scale * eps
-            log_lik = -F.binary_cross_entropy_with_logits(
-                self.decoder(z), x.expand(particles, -1, -1), reduction="none"
-            ).sum(-1)
-            log_w = log_lik - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + scale.log().sum(-1)  # (K, B)
+            log_w = hand_log_weights(self.decoder, x, scale, loc + scale * eps, eps)  # (K, B)
             return -scale_n * (torch.logsumexp(log_w, 0) - math.log(particles)).sum()
         eps = torch.randn_like(loc)
         z = loc + scale * eps

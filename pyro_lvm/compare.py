@@ -25,7 +25,6 @@ from pyro_lvm import config as config_mod
 from pyro_lvm import plots
 from pyro_lvm.config import Config
 from pyro_lvm.data.batches import in_order
-from pyro_lvm.data.datasets import Split
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import Estimate, estimates_from_q, guide_distribution
 from pyro_lvm.guides import refine
@@ -59,17 +58,13 @@ def _qstar(model, cc, x, c, init_loc, init_scale):
     return fit_local(model, x, c, init_loc, init_scale, cc.qstar_lr, cc.qstar_max_steps, cc.qstar_window, cc.qstar_tol)
 
 
-def _split_head(split: Split, n: int) -> Split:
-    return Split(split.x[:n], split.y[:n])
-
-
 def evaluate_method(exp, cfg: Config) -> dict:
     """Train ELBO (training rows), test ELBO and test IWAE log p̂(x). A per-datapoint guide has no q for test
     points: its test figures use q* fitted from zero under its decoder (its test-time inference)."""
     ev, cc = cfg.eval, cfg.compare
     n_train = len(exp.data.train)
-    test = _split_head(exp.data.test, ev.num_points or len(exp.data.test))
-    train_rows = _split_head(exp.data.train, min(ev.num_points or n_train, n_train))
+    test = exp.data.test.head(ev.num_points)
+    train_rows = exp.data.train.head(ev.num_points)
     result: dict[str, Estimate] = {}
     torch.manual_seed(ev.seed)
     for name, split, on_train in [("train", train_rows, True), ("test", test, False)]:
@@ -97,7 +92,7 @@ def gap_decomposition(exp, cfg: Config) -> dict:
     """On the amortized run's decoder: L[q], L[q*], log p̂(x) and the gaps for ``compare.gap_points`` training
     points; L[q_K] for the encoder refined K steps (semi-amortized inference at test time)."""
     cc, ev = cfg.compare, cfg.eval
-    split = _split_head(exp.data.train, cc.gap_points)
+    split = exp.data.train.head(cc.gap_points)
     x, c = exp.condition(split.x, split.y)
     torch.manual_seed(ev.seed)
     with torch.no_grad():

@@ -16,15 +16,13 @@ import numpy as np
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_lvm.evaluate import Estimate, estimates_from_q
+from pyro_lvm.evaluate import Estimate, estimates_from_q, evaluate_split, prior_proposal
 
 
 @torch.no_grad()
 def prior_log_px(model, x, c, num_samples: int, chunk_size: int) -> torch.Tensor:
     """(B,) prior Monte-Carlo estimates of log p(x | c)."""
-    p = model.prior(c)
-    p = p.expand([x.shape[0]]) if p.batch_shape != (x.shape[0],) else p
-    return estimates_from_q(model, p, x, c, num_samples, chunk_size)[0]
+    return estimates_from_q(model, prior_proposal(model, x, c), x, c, num_samples, chunk_size)[0]
 
 
 @torch.no_grad()
@@ -85,15 +83,15 @@ def label_cvae_report(exp, num_per_class: int = 100, seed: int = 0) -> dict:
 
 def prior_estimate(model, split, condition, num_samples, chunk_size, batch_size, num_points, seed) -> Estimate:
     """The prior Monte-Carlo log p̂(x|c) on the first ``num_points`` rows of ``split``."""
-    from pyro_lvm.data.batches import in_order
-    from pyro_lvm.data.datasets import Split
-
-    if num_points is not None:
-        split = Split(split.x[:num_points], split.y[:num_points])
-    values = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for batch in in_order(split, batch_size):
-            target, c = condition(batch.x, batch.y)
-            values.append(prior_log_px(model, target, c, num_samples, chunk_size))
-    return Estimate(torch.cat(values))
+    return evaluate_split(
+        model,
+        None,
+        split,
+        condition,
+        num_samples,
+        chunk_size,
+        batch_size,
+        num_points,
+        seed=seed,
+        proposal=prior_proposal,
+    )["log_px"]

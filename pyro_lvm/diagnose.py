@@ -43,16 +43,17 @@ def _khat_row(name: str, khat: np.ndarray) -> dict:
 def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None = None) -> dict:
     if not run_dirs:
         raise PyroLVMError("give at least one run folder: pyro-lvm diagnose RUN_DIR [RUN_DIR ...]")
-    rows, first = [], None
-    for run_dir in run_dirs:
+    rows = []
+    for i, run_dir in enumerate(run_dirs):
         exp, run_dir = open_run(run_dir)
-        first = first or (exp, run_dir)
+        if i == 0:
+            first = exp, run_dir  # NUTS and the output folder use the first run
         n = min(opts.num_points, len(exp.data.train))
         target, c = exp.condition(exp.data.train.x[:n], exp.data.train.y[:n])
         idx = torch.arange(n, device=target.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(opts.seed)
-            if first[1] == run_dir:
+            if i == 0:
                 rows.append(
                     _khat_row(f"prior p(z) [{run_dir.name}]", prior_khat(exp.model, target, c, opts.num_samples))
                 )

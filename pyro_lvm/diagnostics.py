@@ -21,7 +21,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from pyro_lvm.evaluate import guide_distribution, log_weights
+from pyro_lvm.evaluate import guide_distribution, log_weights, prior_proposal
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ 0.2x announces its 1.0 refactor on import
@@ -62,7 +62,7 @@ def guide_khat(model, guide, x, c=None, idx=None, num_data=None, num_samples: in
 
 def prior_khat(model, x, c=None, num_samples: int = 2000) -> np.ndarray:
     """k̂ of the prior p(z | c) as the proposal: the reference a guide has to beat."""
-    return psis_khat(log_weights(model, model.prior(c).expand([x.shape[0]]), x, c, num_samples))
+    return psis_khat(log_weights(model, prior_proposal(model, x, c), x, c, num_samples))
 
 
 @contextmanager

@@ -10,6 +10,7 @@ and the K particles are drawn in chunks so memory stays at batch * chunk * P flo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,11 @@ def estimates_from_q(model, q, x, c=None, num_samples: int = 1000, chunk_size: i
     return running_lse - math.log(num_samples), total / num_samples
 
 
+def prior_proposal(model, x: torch.Tensor, c: torch.Tensor | None = None):
+    """The prior p(z | c) with batch shape (B,), as an importance proposal: log w = log p(x | z, c)."""
+    return model.prior(c).expand([x.shape[0]])
+
+
 def evaluate_split(
     model,
     guide,
@@ -85,22 +91,24 @@ def evaluate_split(
     num_points: int | None = None,
     num_data: int | None = None,
     seed: int = 1,
+    proposal: Callable | None = None,
 ) -> dict:
     """IWAE log p̂(x) and ELBO for every row of ``split`` (or its first ``num_points``).
 
     ``num_data`` is passed for per-datapoint guides evaluated on the rows they were trained on (idx are rows).
+    ``proposal(model, target, c)`` replaces the guide's q as the importance proposal (e.g. ``prior_proposal``).
     Evaluation draws from its own seeded RNG stream and leaves the training stream untouched.
     """
-    if num_points is not None:
-        split = Split(split.x[:num_points], split.y[:num_points])
     iwae, elbo = [], []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        for batch in in_order(split, batch_size):
+        for batch in in_order(split.head(num_points), batch_size):
             target, c = condition(batch.x, batch.y)
-            lp, el = batch_estimates(
-                model, guide, target, c, batch.idx if num_data else None, num_data, num_samples, chunk_size
-            )
+            if proposal is None:
+                q = guide_distribution(guide, target, c, batch.idx if num_data else None, num_data)
+            else:
+                q = proposal(model, target, c)
+            lp, el = estimates_from_q(model, q, target, c, num_samples, chunk_size)
             iwae.append(lp)
             elbo.append(el)
     return {"log_px": Estimate(torch.cat(iwae)), "elbo": Estimate(torch.cat(elbo))}

@@ -143,18 +143,17 @@ def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list
     from pyro_lvm.train import train
 
     lg = linear_gaussian_truth(cfg.data, getattr(torch, cfg.train.dtype))
-    guides = {}
-    x = None
+    trained = {}
     for name in ("amortized", "per_datapoint"):
         exp = frozen_decoder_experiment(config.with_overrides(cfg, [f"guide.name={name!r}"]), lg)
         train(exp, Path(out_dir) / name)
-        x = exp.data.train.x[:num_points]
+        x = exp.data.train.x[:num_points]  # the same rows for both: same data config
         idx = torch.arange(len(x), device=x.device)
         with torch.no_grad():
-            guides[name] = (exp.model, guide_distribution(exp.guide, x, None, idx, len(exp.data.train)))
-    model = guides["amortized"][0]
-    rows = [("exact posterior", exact_posterior(lg, x)), ("amortized", guides["amortized"][1])]
-    rows += [("per_datapoint", guides["per_datapoint"][1]), ("prior as guide", prior_as_guide(lg, x))]
+            trained[name] = guide_distribution(exp.guide, x, None, idx, len(exp.data.train))
+    model = exp.model  # both experiments' models are ``lg``, frozen
+    rows = [("exact posterior", exact_posterior(lg, x)), ("amortized", trained["amortized"])]
+    rows += [("per_datapoint", trained["per_datapoint"]), ("prior as guide", prior_as_guide(lg, x))]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.eval.seed)
         return [identity_terms(name, lg, model, x, q, num_samples) for name, q in rows]

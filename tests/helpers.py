@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyro.distributions as dist
 import torch
 
 from pyro_lvm import config
@@ -64,3 +65,10 @@ def linear_gaussian_experiment(guide_name: str, n: int, **sections):
         exp.model.decoder[0].weight.copy_(lg.W)
         exp.model.decoder[0].bias.copy_(lg.b)
     return lg, x, exp
+
+
+def scaled_posterior(lg: LinearGaussian, x: torch.Tensor, factor: float):
+    """The exact posterior's marginals with their scales multiplied by ``factor``, as a diagonal Normal
+    (batch (N,), event (D,)): wider than p(z|x) for factor > 1, narrower for factor < 1."""
+    loc, cov = lg.posterior(x)
+    return dist.Normal(loc, (factor * cov.diagonal().sqrt()).expand_as(loc)).to_event(1)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import dataset_from, orthogonal_linear_gaussian, tiny_config
+from helpers import dataset_from, orthogonal_linear_gaussian, scaled_posterior, tiny_config
 
 from pyro_lvm.analytic import LinearGaussian
 from pyro_lvm.cvae_checks import class_prior_kl, generation_accuracy, mean_pairwise_kl, prior_log_px
@@ -38,8 +38,7 @@ def test_conditional_estimates_approach_exact_log_px_given_c():
     exact, x, exp = conditional_linear_gaussian()
     c = exp.condition.labels(torch.zeros(len(x), dtype=torch.long), x.dtype)
     truth = exact.log_evidence(x)
-    loc, cov = exact.posterior(x)
-    proposal = torch.distributions.Independent(torch.distributions.Normal(loc, 1.5 * cov.diagonal().sqrt()), 1)
+    proposal = scaled_posterior(exact, x, 1.5)
     torch.manual_seed(0)
     errors = {}
     for k in (1, 20000):

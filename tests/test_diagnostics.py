@@ -3,9 +3,8 @@
 import json
 
 import numpy as np
-import pyro.distributions as dist
 import torch
-from helpers import linear_gaussian_experiment, tiny_config
+from helpers import linear_gaussian_experiment, scaled_posterior, tiny_config
 
 from pyro_lvm import config
 from pyro_lvm.diagnose import DiagnoseOptions, diagnose
@@ -15,18 +14,13 @@ from pyro_lvm.experiment import Experiment
 from pyro_lvm.train import train
 
 
-def _posterior_scaled(lg, x, factor):
-    loc, cov = lg.posterior(x)
-    return dist.Normal(loc, (factor * cov.diagonal().sqrt()).expand_as(loc)).to_event(1)
-
-
 def test_psis_khat_flags_proposals_narrower_than_the_posterior():
     """A proposal wider than p(z|x) has bounded weights (k̂ < 0.5); one at 0.3x the posterior's scale has
     weights with infinite variance, which k̂ > 0.7 flags."""
     lg, x, exp = linear_gaussian_experiment("amortized", 30)
     torch.manual_seed(0)
-    wide = psis_khat(log_weights(exp.model, _posterior_scaled(lg, x, 1.5), x, None, 4000))
-    narrow = psis_khat(log_weights(exp.model, _posterior_scaled(lg, x, 0.3), x, None, 4000))
+    wide = psis_khat(log_weights(exp.model, scaled_posterior(lg, x, 1.5), x, None, 4000))
+    narrow = psis_khat(log_weights(exp.model, scaled_posterior(lg, x, 0.3), x, None, 4000))
     assert wide.shape == (30,) and np.median(wide) < 0.5
     assert np.median(narrow) > 0.7
 

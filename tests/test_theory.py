@@ -2,10 +2,9 @@
 
 import math
 
-import pyro
 import pytest
 import torch
-from helpers import linear_gaussian_experiment, tiny_config
+from helpers import linear_gaussian_experiment, scaled_posterior, tiny_config
 
 from pyro_lvm import config
 from pyro_lvm.evaluate import estimates_from_q
@@ -30,16 +29,11 @@ def test_elbo_identity_for_four_guides(tmp_path):
     assert by_name["prior as guide"].kl.mean() > 10 * by_name["amortized"].kl.mean()
 
 
-def _inflated_posterior(lg, x, factor):
-    loc, cov = lg.posterior(x)
-    return pyro.distributions.Normal(loc, (factor * cov.diagonal().sqrt()).expand_as(loc)).to_event(1)
-
-
 def test_iwae_converges_to_exact_log_evidence():
     """log p̂_K(x) → log p(x): the mean error shrinks with K and at K = 20,000 it is within 4 standard errors of 0
     (SE from the spread of the per-datapoint errors); IWAE ≥ ELBO for every datapoint."""
     lg, x, exp = linear_gaussian_experiment("amortized", 200)
-    q = _inflated_posterior(lg, x, 1.8)  # a proposal wider than the posterior: finite-variance weights
+    q = scaled_posterior(lg, x, 1.8)  # a proposal wider than the posterior: finite-variance weights
     exact = lg.log_evidence(x)
     torch.manual_seed(0)
     bias = {}

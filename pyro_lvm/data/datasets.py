@@ -27,6 +27,10 @@ class Split:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Split:
         return Split(self.x.to(device=device, dtype=dtype), self.y.to(device))
 
+    def head(self, n: int | None) -> Split:
+        """The first ``n`` rows (all of them when ``n`` is None)."""
+        return self if n is None else Split(self.x[:n], self.y[:n])
+
 
 @dataclass
 class Dataset:
