@@ -75,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from pyro_lvm.report import sample_run
 
-    path = sample_run(args.run_dir, args.condition, args.num, args.set)
+    path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions)
     print(f"wrote {path}")
 
 
@@ -138,10 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: the first run folder)")
     p.set_defaults(func=_diagnose)
 
-    p = sub.add_parser("sample", parents=[common], help="write a PNG grid of samples from the prior")
+    p = sub.add_parser(
+        "sample",
+        parents=[common],
+        help="PNG grid of prior samples (label CVAE: of one class; quadrant CVAE: completions)",
+    )
     p.add_argument("run_dir")
     p.add_argument("--condition", help="CVAE label to generate, e.g. 7")
     p.add_argument("--num", type=int, default=100, help="number of samples")
+    p.add_argument("--rows", type=int, default=8, help="quadrant CVAE: test images in the completion grid")
+    p.add_argument("--completions", type=int, default=6, help="quadrant CVAE: completions drawn per image")
     p.set_defaults(func=_sample)
     return parser
 

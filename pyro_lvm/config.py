@@ -44,6 +44,7 @@ class ModelConfig(_Section):
 class PriorConfig(_Section):
     name: str = "standard_normal"
     num_components: int = Field(10, gt=0)  # mog / vamp
+    per_class: bool = False  # mog with a label CVAE: one component per class, p(z|c=k) = component k
     hidden: list[int] = Field(default_factory=lambda: [128])  # conditional prior network
 
 
@@ -98,6 +99,16 @@ class EvalConfig(_Section):
     seed: int = 1
 
 
+class BaselineConfig(_Section):
+    """The deterministic NN baseline of quadrant completion (pyro_lvm.baseline): fitted before the CVAE, frozen."""
+
+    hidden: list[int] = Field(default_factory=lambda: [500, 500])
+    steps: int = Field(3000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0.0)
+    feed_prior: bool = False  # the prior network sees [c, E[x | f(c)]], as in the Pyro CVAE tutorial
+
+
 class CompareConfig(_Section):
     guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"])
     gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
@@ -121,6 +132,7 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
 
@@ -186,6 +198,16 @@ def _check_names(cfg: Config) -> None:
         raise PyroLVMError("model 'cvae' needs model.condition = 'label' or 'quadrants'")
     if cfg.model.name == "vae" and cfg.model.condition != "none":
         raise PyroLVMError("model 'vae' takes no condition; use model.name = 'cvae' to condition on c")
+    if cfg.prior.per_class and (cfg.prior.name != "mog" or cfg.model.condition != "label"):
+        raise PyroLVMError(
+            "prior.per_class gives each class its own mixture component: it needs prior.name = 'mog' "
+            "and model.condition = 'label'"
+        )
+    if cfg.baseline.feed_prior and (cfg.model.condition != "quadrants" or cfg.prior.name != "conditional"):
+        raise PyroLVMError(
+            "baseline.feed_prior feeds the NN baseline's completion to the prior network: it needs "
+            "model.condition = 'quadrants' and prior.name = 'conditional'"
+        )
 
 
 def from_dict(raw: dict[str, Any]) -> Config:

@@ -17,6 +17,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from pyro_lvm.evaluate import Estimate, estimates_from_q, evaluate_split, prior_proposal
+from pyro_lvm.seeding import seeded
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def class_prior_kl(model, condition, dtype, device, num_samples: int = 4000) -> 
     y = torch.arange(k, device=device)
     rows = condition.labels(y.repeat_interleave(k), dtype)  # class i at i*k + j
     cols = condition.labels(y.repeat(k), dtype)  # class j at i*k + j
-    p_rows, p_cols = (model.prior(c).expand([k * k]) for c in (rows, cols))
+    p_rows, p_cols = (model.prior_dist(c).expand([k * k]) for c in (rows, cols))
     try:
         kl = kl_divergence(p_rows, p_cols)
     except NotImplementedError:
@@ -69,8 +70,7 @@ def label_cvae_report(exp, num_per_class: int = 100, seed: int = 0) -> dict:
     dtype, device = exp.data.train.x.dtype, exp.device
     classifier = train_classifier(exp.data.train.x, exp.data.train.y)
     test_accuracy = float((classifier.predict(exp.data.test.x.cpu().numpy()) == exp.data.test.y.cpu().numpy()).mean())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         acc = generation_accuracy(exp.model, exp.condition, classifier, num_per_class, dtype, device)
         kl = class_prior_kl(exp.model, exp.condition, dtype, device)
     return {

@@ -14,6 +14,7 @@ from tabulate import tabulate
 from pyro_lvm.diagnostics import convergence, guide_inference_data, guide_khat, nuts_reference, prior_khat
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.run import open_run
+from pyro_lvm.seeding import seeded
 from pyro_lvm.theory_plots import guide_vs_nuts
 
 KHAT_BAD = 0.7
@@ -51,8 +52,7 @@ def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | N
         n = min(opts.num_points, len(exp.data.train))
         target, c = exp.condition(exp.data.train.x[:n], exp.data.train.y[:n])
         idx = torch.arange(n, device=target.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(opts.seed)
+        with seeded(opts.seed):
             if i == 0:
                 rows.append(
                     _khat_row(f"prior p(z) [{run_dir.name}]", prior_khat(exp.model, target, c, opts.num_samples))
@@ -76,8 +76,7 @@ def _nuts(exp, opts: DiagnoseOptions, out: Path) -> dict:
     idx = torch.arange(n, device=target.device)
     ref = nuts_reference(exp.model, target, c, opts.nuts_chains, opts.nuts_samples, opts.nuts_warmup, opts.seed)
     stats = convergence(ref)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
+    with seeded(opts.seed):
         q = guide_inference_data(exp.guide, target, c, idx, len(exp.data.train), opts.nuts_samples)
     nuts_z = ref.posterior["z"].values.reshape(-1, n, exp.cfg.model.latent_dim)  # (C*S, B, D)
     guide_z = q.posterior["z"].values[0]  # (S, B, D)

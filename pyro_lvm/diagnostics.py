@@ -22,6 +22,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_lvm.evaluate import guide_distribution, log_weights, prior_proposal
+from pyro_lvm.seeding import seeded
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ 0.2x announces its 1.0 refactor on import
@@ -83,7 +84,7 @@ def nuts_reference(
     """Reference draws of p(z | x, c) for the rows of ``x`` (all rows in one NUTS state of size B * D), from
     ``num_chains`` chains run in turn. The model's ``x`` site is observed; its parameters are constants."""
     chains = []
-    with frozen(model), torch.random.fork_rng(devices=[]):
+    with frozen(model), seeded():
         for chain in range(num_chains):
             pyro.set_rng_seed(seed + chain)
             mcmc = MCMC(

@@ -19,6 +19,7 @@ from pyro import poutine
 from pyro_lvm.data.batches import in_order
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.guides import log_joint_per_datapoint
+from pyro_lvm.seeding import seeded
 
 
 @dataclass
@@ -77,7 +78,7 @@ def estimates_from_q(model, q, x, c=None, num_samples: int = 1000, chunk_size: i
 
 def prior_proposal(model, x: torch.Tensor, c: torch.Tensor | None = None):
     """The prior p(z | c) with batch shape (B,), as an importance proposal: log w = log p(x | z, c)."""
-    return model.prior(c).expand([x.shape[0]])
+    return model.prior_dist(c).expand([x.shape[0]])
 
 
 def evaluate_split(
@@ -100,8 +101,7 @@ def evaluate_split(
     Evaluation draws from its own seeded RNG stream and leaves the training stream untouched.
     """
     iwae, elbo = [], []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         for batch in in_order(split.head(num_points), batch_size):
             target, c = condition(batch.x, batch.y)
             if proposal is None:

@@ -16,6 +16,7 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.models import build_model
 from pyro_lvm.optim import OPTIMS, Optimizers
+from pyro_lvm.seeding import seeded
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,8 +51,7 @@ class Experiment:
             data.image_shape,
             cfg.model.observed_quadrants,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.train.seed)  # parameter initialisation is seeded by train.seed
+        with seeded(cfg.train.seed):  # parameter initialisation is seeded by train.seed
             model = build_model(cfg, condition.target_dim, condition.cond_dim).to(device, dtype)
             guide = build_guide(cfg, condition.target_dim, condition.cond_dim, len(data.train), model)
             guide = guide.to(device, dtype)

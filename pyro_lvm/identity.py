@@ -23,6 +23,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from pyro_lvm.analytic import LinearGaussian
 from pyro_lvm.evaluate import log_weights
+from pyro_lvm.seeding import seeded
 
 
 @dataclass
@@ -154,6 +155,5 @@ def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list
     model = exp.model  # both experiments' models are ``lg``, frozen
     rows = [("exact posterior", exact_posterior(lg, x)), ("amortized", trained["amortized"])]
     rows += [("per_datapoint", trained["per_datapoint"]), ("prior as guide", prior_as_guide(lg, x))]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.eval.seed)
+    with seeded(cfg.eval.seed):
         return [identity_terms(name, lg, model, x, q, num_samples) for name, q in rows]

@@ -20,6 +20,7 @@ from torch import nn
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.nets import mlp
 from pyro_lvm.registry import Registry
+from pyro_lvm.seeding import seeded
 
 MODELS: Registry[PyroModule] = Registry("model")
 
@@ -47,14 +48,34 @@ def broadcast_cat(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
 
 @MODELS.register("vae")
 class VAE(PyroModule):
-    """p(x, z | c) = p(z | c) p(x | f(z, c)); with no condition (c = None), the plain VAE."""
+    """p(x, z | c) = p(z | c) p(x | f(z, c)); with no condition (c = None), the plain VAE.
 
-    def __init__(self, prior: PyroModule, likelihood: PyroModule, decoder: nn.Module, latent_dim: int) -> None:
+    ``baseline`` (quadrant CVAEs) is the frozen deterministic completion network of pyro_lvm.baseline; with
+    ``feed_baseline`` the prior network sees its prediction too: p(z | c) := prior([c, E[x | f(c)]]).
+    """
+
+    def __init__(
+        self,
+        prior: PyroModule,
+        likelihood: PyroModule,
+        decoder: nn.Module,
+        latent_dim: int,
+        baseline: nn.Module | None = None,
+        feed_baseline: bool = False,
+    ) -> None:
         super().__init__()
         self.prior = prior
         self.likelihood = likelihood
         self.decoder = decoder
         self.latent_dim = latent_dim
+        self.baseline = baseline
+        self.feed_baseline = feed_baseline
+
+    def prior_dist(self, c: torch.Tensor | None = None):
+        """p(z | c), batch (B,) (or () without c), event (D,)."""
+        if self.feed_baseline:
+            c = torch.cat([c, self.baseline.predict(c)], dim=-1)  # (B, C + P)
+        return self.prior(c)
 
     def forward(
         self,
@@ -67,7 +88,7 @@ class VAE(PyroModule):
     ) -> torch.Tensor:
         with data_plate(x, idx, num_data):
             with poutine.scale(scale=beta):
-                z = pyro.sample("z", self.prior(c))  # (..., B, D)
+                z = pyro.sample("z", self.prior_dist(c))  # (..., B, D)
             out = self.decoder(broadcast_cat(z, c))  # (..., B, P)
             pyro.sample("x", self.likelihood(out), obs=x)
         return out
@@ -91,20 +112,39 @@ class CVAE(VAE):
 
 
 def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
+    from pyro_lvm.baseline import CompletionBaseline
     from pyro_lvm.likelihoods import LIKELIHOODS
     from pyro_lvm.priors import PRIORS
 
     D = cfg.model.latent_dim
+    feed = cfg.baseline.feed_prior
     prior = PRIORS.build(
         cfg.prior.name,
         latent_dim=D,
-        cond_dim=cond_dim,
+        cond_dim=cond_dim + (num_features if feed else 0),
         hidden=cfg.prior.hidden,
         num_components=cfg.prior.num_components,
+        per_class=cfg.prior.per_class,
         num_features=num_features,
     )
-    likelihood = LIKELIHOODS.build(
-        cfg.likelihood.name, scale=cfg.likelihood.scale, learn_scale=cfg.likelihood.learn_scale
-    )
+
+    def new_likelihood() -> PyroModule:
+        return LIKELIHOODS.build(
+            cfg.likelihood.name, scale=cfg.likelihood.scale, learn_scale=cfg.likelihood.learn_scale
+        )
+
+    baseline = None
+    if cfg.model.condition == "quadrants":
+        # its own seeded stream: the same baseline under every prior variant, and the other nets' start unchanged
+        with seeded(cfg.train.seed):
+            baseline = CompletionBaseline(cond_dim, cfg.baseline.hidden, num_features, new_likelihood())
     decoder = mlp([D + cond_dim, *cfg.model.hidden, num_features])
-    return MODELS.build(cfg.model.name, prior=prior, likelihood=likelihood, decoder=decoder, latent_dim=D)
+    return MODELS.build(
+        cfg.model.name,
+        prior=prior,
+        likelihood=new_likelihood(),
+        decoder=decoder,
+        latent_dim=D,
+        baseline=baseline,
+        feed_baseline=feed,
+    )

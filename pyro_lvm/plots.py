@@ -34,12 +34,17 @@ def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
 
 
 def image_grid(
-    images: torch.Tensor, image_shape: tuple[int, int], path: Path, nrow: int = 10, title: str | None = None
+    images: torch.Tensor,
+    image_shape: tuple[int, int],
+    path: Path,
+    nrow: int = 10,
+    title: str | None = None,
+    pad_value: float = 0.5,
 ) -> None:
     """``images`` (n, H*W) in [0, 1] -> one PNG grid."""
     h, w = image_shape
     grid = make_grid(
-        images.detach().float().cpu().reshape(-1, 1, h, w).clamp(0, 1), nrow=nrow, padding=1, pad_value=0.5
+        images.detach().float().cpu().reshape(-1, 1, h, w).clamp(0, 1), nrow=nrow, padding=1, pad_value=pad_value
     )
     fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.4, grid.shape[1] / grid.shape[2] * nrow * 0.6 + 0.6))
     ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -3,7 +3,8 @@
 - ``standard_normal``: p(z) = N(0, I), ignores c.
 - ``conditional``: p(z|c) = N(mu(c), diag sigma(c)²), a learned network of the condition (the CVAE prior).
 - ``mog``: p(z) = sum_k pi_k N(z; mu_k, diag sigma_k²), learned; no closed-form KL, so ELBOs estimate it by
-  Monte Carlo (TraceMeanField_ELBO falls back to sampling when ``kl_divergence`` is not registered).
+  Monte Carlo (TraceMeanField_ELBO falls back to sampling when ``kl_divergence`` is not registered). With
+  ``prior.per_class`` and a label, a component per class: p(z | c = k) = N(mu_k, diag sigma_k²).
 - ``vamp``: the VampPrior (Tomczak & Welling 2018), p(z) = 1/K sum_k q(z | u_k): K learned pseudo-inputs u_k
   pushed through the guide's encoder. Also a mixture: Monte-Carlo KL.
 """
@@ -49,14 +50,26 @@ class ConditionalPrior(PyroModule):
 
 @PRIORS.register("mog")
 class MixturePrior(PyroModule):
-    def __init__(self, latent_dim: int, num_components: int = 10, **_: object) -> None:
+    """With ``per_class`` (label CVAEs), one component per class and the label picks it:
+    p(z | c = k) = N(mu_k, diag sigma_k²) (closed-form KL), while p(z) = Σ_k π_k N(mu_k, ...) stays a mixture."""
+
+    def __init__(
+        self, latent_dim: int, num_components: int = 10, cond_dim: int = 0, per_class: bool = False, **_: object
+    ) -> None:
         super().__init__()
+        if per_class:
+            if cond_dim <= 0:
+                raise PyroLVMError("prior.per_class needs a label: use it with model.condition = 'label'")
+            num_components = cond_dim  # one component per class
+        self.per_class = per_class
         g = torch.Generator().manual_seed(0)
         self.locs = PyroParam(torch.randn(num_components, latent_dim, generator=g))
         self.scales = PyroParam(torch.ones(num_components, latent_dim), constraint=constraints.positive)
         self.logits = PyroParam(torch.zeros(num_components))
 
     def forward(self, c: torch.Tensor | None = None) -> dist.Distribution:
+        if self.per_class and c is not None:
+            return dist.Normal(c @ self.locs, c @ self.scales).to_event(1)  # one-hot (B, K) picks (B, D)
         components = dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,), event (D,)
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
 

@@ -1,8 +1,9 @@
 """The training loop: SVI steps with one torch optimiser, progress, validation, metrics and atomic checkpoints.
 
-Resume is exact on CPU: a checkpoint holds parameters, optimiser state, the torch RNG state and the step; batch
-order depends only on (seed, epoch); evaluations draw from their own RNG stream. So N steps + resume to 2N steps
-gives the same parameters as 2N steps in one go.
+Resume is exact on CPU: a checkpoint holds parameters, optimiser state, the torch RNG states (CPU, and CUDA when
+in use) and the step; batch order depends only on (seed, epoch); evaluations draw from their own RNG stream. So N
+steps + resume to 2N steps gives the same parameters as 2N steps in one go. On CUDA the streams are restored too,
+but some CUDA kernels (e.g. index backward) are not bit-deterministic.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_lvm import checkpoint
+from pyro_lvm.baseline import fit_baseline
 from pyro_lvm.data import Batches
 from pyro_lvm.elbos import loss_and_backward
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import mean_elbo
 from pyro_lvm.experiment import Experiment
+from pyro_lvm.seeding import cuda_devices
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -40,6 +43,7 @@ def _state(exp: Experiment, step: int, history: list[dict]) -> dict:
         "guide": exp.guide.state_dict(),
         "optim": exp.optim.state_dict(),
         "rng": torch.get_rng_state(),
+        "cuda_rng": [torch.cuda.get_rng_state(d) for d in cuda_devices()],
         "history": history,
     }
 
@@ -57,7 +61,18 @@ def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict]]:
             "resume with the config saved in that run folder"
         ) from None
     torch.set_rng_state(state["rng"].cpu())
+    for device, rng in enumerate(state.get("cuda_rng", [])[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(rng.cpu(), device)
     return int(state["step"]), list(state["history"])
+
+
+def _previous_summary(run_dir: Path) -> dict:
+    """The non-history entries of an earlier metrics.json (e.g. the baseline's fit), kept across resumes."""
+    try:
+        old = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in old.items() if k not in ("history", "optimiser")} if isinstance(old, dict) else {}
 
 
 def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
@@ -85,9 +100,25 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
     batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.cfg.data.binarize == "dynamic")
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history = 0, []
+    summary = {"optimiser": exp.optim.description}
     if resume:
         step, history = restore(exp, run_dir)
+        summary.update(_previous_summary(run_dir))
     else:
+        if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
+            b = exp.cfg.baseline
+            summary |= fit_baseline(
+                exp.model.baseline,
+                train_split,
+                exp.data.val,
+                exp.condition,
+                b.steps,
+                b.batch_size,
+                b.lr,
+                cfg.seed,
+                exp.cfg.data.binarize == "dynamic",
+                cfg.progress,
+            )
         torch.manual_seed(cfg.seed)
     saved_step = step if resume else None  # the step of the checkpoint on disk
     elapsed = history[-1]["time_s"] if history else 0.0
@@ -137,7 +168,7 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint.save(_state(exp, step, history), run_dir / CHECKPOINT)
                 saved_step = step
-                write_metrics(run_dir, history, {"optimiser": exp.optim.description})
+                write_metrics(run_dir, history, summary)
     finally:
         bar.close()
     return history

@@ -87,3 +87,18 @@ def test_bad_conditions_are_one_line_errors():
     quad = Experiment.from_config(tiny_config(model={"name": "cvae", "condition": "quadrants"}))
     with pytest.raises(PyroLVMError, match="quadrant mask covers 64 pixels"):
         quad.condition(torch.zeros(4, 100), torch.zeros(4, dtype=torch.long))
+
+
+def test_mog_per_class_prior_is_the_class_component():
+    exp = Experiment.from_config(
+        tiny_config(model={"name": "cvae", "condition": "label"}, prior={"name": "mog", "per_class": True})
+    )
+    prior = exp.model.prior
+    assert prior.locs.shape[0] == 10  # one component per class, whatever num_components says
+    c = exp.condition.labels(torch.tensor([3, 7]), torch.float32)
+    p = exp.model.prior_dist(c)
+    assert torch.equal(p.mean, prior.locs[[3, 7]]) and torch.equal(p.stddev, prior.scales[[3, 7]])
+    kl = class_prior_kl(exp.model, exp.condition, torch.float32, exp.device)  # closed form: Gaussians
+    assert mean_pairwise_kl(kl) > 1.0 and torch.allclose(kl.diagonal(), torch.zeros(10))
+    with pytest.raises(PyroLVMError, match="prior.per_class .* needs prior.name = 'mog'"):
+        tiny_config(prior={"name": "mog", "per_class": True})

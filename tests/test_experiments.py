@@ -21,6 +21,7 @@ TINY = [
     "compare.refine_ks=[0, 2]",
     "compare.elbo_samples=20",
     "train.checkpoint_every=30",
+    "baseline.steps=30",
 ]
 
 
@@ -64,6 +65,9 @@ def test_config_smoke_runs(config, tmp_path):
     else:
         run(["train", str(EXPERIMENTS / config), *sets, f"--set=train.out_dir={tmp_path / 'run'}"], tmp_path)
         run(["evaluate", str(tmp_path / "run")], tmp_path)
+    if "quadrants" in config:
+        run(["sample", str(tmp_path / "run"), "--rows=3", "--completions=2"], tmp_path)
+        assert (tmp_path / "run" / "completions.png").is_file()
     if config == "digits_vae_2d.toml":  # the config made for `diagnose`
         diag = ["--num-points=5", "--num-samples=100", "--nuts-points=2", "--nuts-chains=2", "--nuts-samples=50"]
         out = run(["diagnose", str(tmp_path / "run"), *diag, "--nuts-warmup=50"], tmp_path)
@@ -85,6 +89,36 @@ def test_elbo_identity_script(tmp_path):
     assert [r["guide"] for r in rows] == ["exact posterior", "amortized", "per_datapoint", "prior as guide"]
     assert max(r["identity_error"] for r in rows) < 1e-6
     assert (tmp_path / "id" / "elbo_identity.png").is_file() and "KL(q‖p(z|x))" in out.stdout
+
+
+@pytest.mark.parametrize("study", ["quadrants", "labels"])
+def test_cvae_study_script(tmp_path, study):
+    cfg = "digits_cvae_quadrants.toml" if study == "quadrants" else "digits_cvae_label.toml"
+    sets = [f"--set={o}" for o in TINY]
+    pick = ["--quadrants", "1", "3", "--variants", "standard_normal", "conditional_fed"]
+    args = [study, str(EXPERIMENTS / cfg), *sets, "--out", "st", *(pick if study == "quadrants" else [])]
+    out = run_script("cvae_study.py", args, tmp_path)
+    rows = json.loads((tmp_path / "st" / f"{study}.json").read_text())
+    if study == "quadrants":
+        assert [(r["observed_quadrants"], r["variant"]) for r in rows] == [
+            (1, "standard_normal"),
+            (1, "conditional_fed"),
+            (3, "standard_normal"),
+            (3, "conditional_fed"),
+        ]
+        assert rows[0]["nn_baseline_log_px"] == rows[1]["nn_baseline_log_px"]  # one baseline for every prior
+        assert (tmp_path / "st" / "q3_conditional_fed" / "completions.png").is_file()
+    else:
+        assert [r["prior"] for r in rows] == ["standard_normal", "conditional", "mog", "mog_per_class"]
+        assert rows[0]["mean_pairwise_prior_kl"] == 0 < rows[3]["mean_pairwise_prior_kl"]
+        assert (tmp_path / "st" / "mog_per_class" / "samples_c9.png").is_file()
+    first_run = Path(rows[0]["run_dir"])
+    if not first_run.is_absolute():
+        first_run = tmp_path / first_run
+    stamps = [(first_run / f).stat().st_mtime_ns for f in ("checkpoint.pt", "evaluation.json")]
+    again = run_script("cvae_study.py", args, tmp_path)  # finished runs and evaluations are reused
+    assert again.stdout.splitlines()[:3] == out.stdout.splitlines()[:3]
+    assert [(first_run / f).stat().st_mtime_ns for f in ("checkpoint.pt", "evaluation.json")] == stamps
 
 
 def test_kl_directions_script(tmp_path):

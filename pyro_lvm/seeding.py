@@ -1,0 +1,24 @@
+"""Seeded side streams: evaluations and initialisations draw from their own stream, never the training one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def cuda_devices() -> list[int]:
+    """The CUDA devices whose generators are in use (none until CUDA is initialised, e.g. on a CPU machine)."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+
+
+@contextmanager
+def seeded(seed: int | None = None) -> Iterator[None]:
+    """Run the block on its own random stream, seeded by ``seed``, and hand the caller's stream back untouched:
+    the CPU generator and, once CUDA is in use, each CUDA device's generator (``torch.manual_seed`` seeds all).
+    This is what keeps resume exact: an evaluation in the middle of training shifts no training draw."""
+    with torch.random.fork_rng(devices=cuda_devices()):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
