@@ -125,11 +125,17 @@ def frozen_decoder_experiment(cfg, lg: LinearGaussian):
     if abs(cfg.likelihood.scale - lg.s) > 1e-12 or cfg.model.latent_dim != lg.latent_dim:
         raise PyroLVMError(f"set likelihood.scale = {lg.s} and model.latent_dim = {lg.latent_dim} (the data's model)")
     exp = Experiment.from_config(cfg)
-    with torch.no_grad():
-        exp.model.decoder[0].weight.copy_(lg.W)
-        exp.model.decoder[0].bias.copy_(lg.b)
+    set_to_linear_gaussian(exp.model, lg)
     exp.model.requires_grad_(False)
     return exp
+
+
+@torch.no_grad()
+def set_to_linear_gaussian(model, lg: LinearGaussian) -> None:
+    """Make a VAE with one linear decoder layer (model.hidden = []) and Gaussian likelihood of scale lg.s exactly
+    the model ``lg``: decoder(z) = W z + b."""
+    model.decoder[0].weight.copy_(lg.W)
+    model.decoder[0].bias.copy_(lg.b)
 
 
 def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list[IdentityTerms]:

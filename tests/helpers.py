@@ -9,6 +9,7 @@ from pyro_lvm import config
 from pyro_lvm.analytic import LinearGaussian
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.experiment import Experiment
+from pyro_lvm.identity import set_to_linear_gaussian
 
 
 def tiny_config(**sections) -> config.Config:
@@ -61,9 +62,7 @@ def linear_gaussian_experiment(guide_name: str, n: int, **sections):
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     exp = Experiment.from_config(tiny_config(**raw), dataset_from(x))
-    with torch.no_grad():
-        exp.model.decoder[0].weight.copy_(lg.W)
-        exp.model.decoder[0].bias.copy_(lg.b)
+    set_to_linear_gaussian(exp.model, lg)
     return lg, x, exp
 
 
