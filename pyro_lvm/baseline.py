@@ -49,12 +49,9 @@ class CompletionBaseline(nn.Module):
 
 
 @torch.no_grad()
-def mean_log_prob(baseline: CompletionBaseline, split: Split, condition, batch_size: int = 1000) -> float:
-    """Mean exact log p(x | c) over a split, nats per datapoint."""
-    total = 0.0
-    for batch in in_order(split, batch_size):
-        total += float(baseline.log_prob(*condition(batch.x, batch.y)).sum())
-    return total / len(split)
+def split_log_prob(baseline: CompletionBaseline, split: Split, condition, batch_size: int = 1000) -> torch.Tensor:
+    """(N,) exact log p(x | c) for every row of a split."""
+    return torch.cat([baseline.log_prob(*condition(b.x, b.y)) for b in in_order(split, batch_size)])
 
 
 def fit_baseline(
@@ -91,7 +88,7 @@ def fit_baseline(
                 window.append(-loss.item())
                 done = step + 1
                 if val is not None and len(val) and (done % batches.steps_per_epoch == 0 or done == steps):
-                    score = mean_log_prob(baseline, val, condition)
+                    score = float(split_log_prob(baseline, val, condition).mean())
                     if score > best["val_log_px"]:
                         best = {"step": done, "val_log_px": score}
                         best_state = copy.deepcopy(baseline.state_dict())

@@ -17,14 +17,12 @@ from pyro_lvm.errors import PyroLVMError
 
 def _train(args: argparse.Namespace) -> None:
     from pyro_lvm import config
-    from pyro_lvm.experiment import Experiment
-    from pyro_lvm.run import CONFIG, default_run_dir, open_run, write_figures
-    from pyro_lvm.train import CHECKPOINT, train
+    from pyro_lvm.run import default_run_dir, run_config, train_run
+    from pyro_lvm.train import CHECKPOINT
 
     if args.resume:
-        exp, run_dir = open_run(args.resume, args.set)  # overrides may extend train.steps
-        config.save(exp.cfg, run_dir / CONFIG)
-        history = train(exp, run_dir, resume=True)
+        run_dir = Path(args.resume)
+        _, history = train_run(run_config(run_dir, args.set), run_dir, resume=True)  # overrides may extend steps
     else:
         if args.config is None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
@@ -37,11 +35,7 @@ def _train(args: argparse.Namespace) -> None:
                     "--overwrite to start again, or --set train.out_dir=OTHER"
                 )
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(cfg, run_dir / CONFIG)
-        exp = Experiment.from_config(cfg)
-        history = train(exp, run_dir)
-    write_figures(exp, run_dir, history)
+        _, history = train_run(cfg, run_dir)
     last = history[-1]
     print(
         tabulate(

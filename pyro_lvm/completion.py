@@ -15,9 +15,7 @@ def completion_images(model, condition, split: Split, rows: int, completions: in
     x, y = split.x[:rows], split.y[:rows]
     target, c = condition(x, y)  # (R, P_hidden), (R, C)
     observed = condition.assemble(torch.full_like(target, 0.5), c)
-    columns = [observed, x]
-    if model.baseline is not None:
-        columns.append(condition.assemble(model.baseline.predict(c), c))
+    columns = [observed, x, condition.assemble(model.baseline.predict(c), c)]
     c_rep = c.repeat_interleave(completions, dim=0)  # (R * S, C)
     drawn = condition.assemble(model.generate(c_rep, len(c_rep)), c_rep)  # (R * S, P)
     grid = torch.cat([col[:, None] for col in columns] + [drawn.reshape(len(x), completions, -1)], dim=1)

@@ -19,10 +19,9 @@ from tabulate import tabulate
 
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
-from pyro_lvm.experiment import Experiment
 from pyro_lvm.report import evaluate_run, sample_run
-from pyro_lvm.run import CONFIG, write_figures
-from pyro_lvm.train import CHECKPOINT, train
+from pyro_lvm.run import CONFIG, train_run
+from pyro_lvm.train import CHECKPOINT
 
 LABEL_VARIANTS = {
     "standard_normal": ["prior.name=standard_normal"],
@@ -43,11 +42,7 @@ def train_or_reuse(cfg: Config, run_dir: Path) -> None:
     resume = same and (run_dir / CHECKPOINT).is_file()
     if not resume and (run_dir / CHECKPOINT).exists():
         (run_dir / CHECKPOINT).unlink()  # a run of another config: start again
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_mod.save(cfg, run_dir / CONFIG)
-    exp = Experiment.from_config(cfg)
-    history = train(exp, run_dir, resume=resume)
-    write_figures(exp, run_dir, history)
+    train_run(cfg, run_dir, resume)
 
 
 def evaluation(run_dir: Path) -> dict:

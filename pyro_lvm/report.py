@@ -35,7 +35,8 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
         ev.seed,
     )
     n = result["log_px"].values.numel()
-    target, _ = exp.condition(split.x[:n], split.y[:n])
+    points = split.head(n)
+    target, _ = exp.condition(points.x, points.y)
     train_target, _ = exp.condition(exp.data.train.x, exp.data.train.y)
     baseline = independent_baseline(train_target, target, exp.data.binary)
     out = {
@@ -58,9 +59,9 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
         if exp.condition.kind == "label":
             out.update(label_cvae_report(exp, seed=ev.seed))
     if exp.model.baseline is not None:
-        _, c = exp.condition(split.x[:n], split.y[:n])
-        with torch.no_grad():
-            nn_values = exp.model.baseline.log_prob(target, c)  # (n,), exact
+        from pyro_lvm.baseline import split_log_prob
+
+        nn_values = split_log_prob(exp.model.baseline, points, exp.condition)  # (n,), exact
         out["nn_baseline_log_px"] = Estimate(nn_values).as_dict()
         # paired over the same points: far smaller error than the two standard errors would suggest
         out["iwae_minus_nn_baseline"] = Estimate(result["log_px"].values - nn_values).as_dict()

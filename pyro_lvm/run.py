@@ -12,24 +12,35 @@ from pyro_lvm.config import Config
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import guide_distribution
 from pyro_lvm.experiment import Experiment
-from pyro_lvm.train import restore
-
-CONFIG = "config.toml"
+from pyro_lvm.train import CONFIG, restore, train
 
 
 def default_run_dir(cfg: Config, config_path: str | Path) -> Path:
     return Path(cfg.train.out_dir) if cfg.train.out_dir else Path("runs") / Path(config_path).stem
 
 
+def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The config saved in ``run_dir``, with ``--set`` overrides applied."""
+    if not (run_dir / CONFIG).is_file():
+        raise PyroLVMError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the folder `train` wrote")
+    return config_mod.load(run_dir / CONFIG, overrides)
+
+
 def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Experiment, Path]:
     """Rebuild the experiment saved in ``run_dir`` and load its checkpoint."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise PyroLVMError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the folder `train` wrote")
-    cfg = config_mod.load(run_dir / CONFIG, overrides)
-    exp = Experiment.from_config(cfg)
+    exp = Experiment.from_config(run_config(run_dir, overrides))
     restore(exp, run_dir)
     return exp, run_dir
+
+
+def train_run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[Experiment, list[dict]]:
+    """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
+    then write the figures."""
+    exp = Experiment.from_config(cfg)
+    history = train(exp, run_dir, resume=resume)
+    write_figures(exp, run_dir, history)
+    return exp, history
 
 
 @torch.no_grad()

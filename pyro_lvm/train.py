@@ -19,7 +19,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_lvm import checkpoint
+from pyro_lvm import checkpoint, config
 from pyro_lvm.baseline import fit_baseline
 from pyro_lvm.data import Batches
 from pyro_lvm.elbos import loss_and_backward
@@ -29,6 +29,7 @@ from pyro_lvm.experiment import Experiment
 from pyro_lvm.seeding import cuda_devices
 
 CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.toml"
 
 
 def kl_beta(step: int, warmup: int) -> float:
@@ -104,7 +105,8 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
     if resume:
         step, history = restore(exp, run_dir)
         summary.update(_previous_summary(run_dir))
-    else:
+    config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
+    if not resume:
         if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
             b = exp.cfg.baseline
             summary |= fit_baseline(
