@@ -11,7 +11,9 @@ Steps of all methods are interleaved in rounds, so drifts of the machine hit eve
 the median step time and the ratio to its reference, measured in the same run. ``--memory`` adds the peak RSS
 (CPU) or peak CUDA memory of each method, each in its own process.
 
-    python benchmarks/vae_step.py [--batch 128 1024] [--device cpu] [--rounds 10] [--steps 20] [--memory]
+``--fused`` gives both sides torch's fused Adam kernel (ours: ``optim.fused = true``).
+
+    python benchmarks/vae_step.py [--batch 128 1024] [--device cpu] [--rounds 10] [--steps 20] [--memory] [--fused]
 """
 
 from __future__ import annotations
@@ -92,13 +94,14 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def library_step(elbo: str, batch: int, particles: int, data: torch.Tensor, device: str):
+def library_step(elbo: str, batch: int, particles: int, data: torch.Tensor, device: str, fused: bool = False):
     cfg = config.from_dict(
         {
             "model": {"latent_dim": D, "hidden": [H]},
             "guide": {"hidden": [H]},
             "elbo": {"name": elbo, "num_particles": particles if elbo == "renyi" else 1, "alpha": 0.0},
             "train": {"batch_size": batch, "progress": False, "pyro_validation": False, "device": device},
+            "optim": {"fused": fused},
         }
     )
     tiny = Split(data[:10].cpu(), torch.zeros(10, dtype=torch.long))
@@ -114,9 +117,9 @@ def library_step(elbo: str, batch: int, particles: int, data: torch.Tensor, devi
     return step
 
 
-def hand_step(kind: str, batch: int, particles: int, data: torch.Tensor):
+def hand_step(kind: str, batch: int, particles: int, data: torch.Tensor, fused: bool = False):
     vae = HandVAE().to(data.device)
-    optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optim = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused or None)
     g = torch.Generator().manual_seed(1)
 
     def step() -> None:
@@ -128,13 +131,13 @@ def hand_step(kind: str, batch: int, particles: int, data: torch.Tensor):
     return step
 
 
-def methods(elbos: list[str], batch: int, particles: int, data: torch.Tensor, device: str) -> dict:
+def methods(elbos: list[str], batch: int, particles: int, data: torch.Tensor, device: str, fused: bool) -> dict:
     steps = {}
     for name in elbos:
-        steps[name] = library_step(name, batch, particles, data, device)
+        steps[name] = library_step(name, batch, particles, data, device, fused)
         ref = REFERENCE[name]
         if ref not in steps:
-            steps[ref] = hand_step(ref, batch, particles, data)
+            steps[ref] = hand_step(ref, batch, particles, data, fused)
     return steps
 
 
@@ -159,23 +162,23 @@ def time_methods(steps: dict, rounds: int, per_round: int, device: str) -> dict[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_memory(name: str, batch: int, particles: int, device: str) -> float:
+def peak_memory(name: str, batch: int, particles: int, device: str, fused: bool) -> float:
     """Memory in MB that 30 steps of ``name`` add, run alone in a fresh process: CUDA peak allocated, or on CPU
     the peak RSS minus the RSS after data, model and libraries are loaded (the step's own working memory)."""
     cmd = [sys.executable, __file__, "--one", name, "--batch", str(batch), "--particles", str(particles)]
-    cmd += ["--device", device]
+    cmd += ["--device", device] + (["--fused"] if fused else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])  # the child prints its own peak
 
 
-def run_one(name: str, batch: int, particles: int, device: str) -> None:
+def run_one(name: str, batch: int, particles: int, device: str, fused: bool) -> None:
     import resource
 
     data = make_data(torch.device(device))
     step = (
-        hand_step(name, batch, particles, data)
+        hand_step(name, batch, particles, data, fused)
         if name.startswith("hand")
-        else library_step(name, batch, particles, data, device)
+        else library_step(name, batch, particles, data, device, fused)
     )
     before = rss_mb()
     for _ in range(30):
@@ -195,31 +198,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20, help="steps per method per round")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one process per method")
+    parser.add_argument("--fused", action="store_true", help="fused Adam on both sides")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     pyro.enable_validation(False)
     if args.one:
-        run_one(args.one, args.batch[0], args.particles, args.device)
+        run_one(args.one, args.batch[0], args.particles, args.device, args.fused)
         return
     data = make_data(torch.device(args.device))
     rows = []
     for batch in args.batch:
-        steps = methods(args.elbos, batch, args.particles, data, args.device)
+        steps = methods(args.elbos, batch, args.particles, data, args.device, args.fused)
         medians = time_methods(steps, args.rounds, args.steps, args.device)
         for name in args.elbos:
             ref = REFERENCE[name]
             row = [batch, name, ref, 1e3 * medians[name], 1e3 * medians[ref], medians[name] / medians[ref]]
             if args.memory:
                 row += [
-                    peak_memory(name, batch, args.particles, args.device),
-                    peak_memory(ref, batch, args.particles, args.device),
+                    peak_memory(name, batch, args.particles, args.device, args.fused),
+                    peak_memory(ref, batch, args.particles, args.device, args.fused),
                 ]
             rows.append(row)
     headers = ["batch", "ours", "reference", "ours (ms)", "reference (ms)", "ratio"]
     if args.memory:
         headers += ["ours step mem. (MB)", "ref. step mem. (MB)"]
     print(
-        f"device {args.device}, torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}"
+        f"device {args.device}, torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
+        f"Adam {'fused' if args.fused else 'for-loop (default)'}"
     )
     print(tabulate(rows, headers=headers, floatfmt=".2f"))
 

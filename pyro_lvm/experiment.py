@@ -67,6 +67,7 @@ class Experiment:
             lr=cfg.optim.lr,
             local_lr=cfg.optim.local_lr,
             clip_norm=cfg.optim.clip_norm,
+            fused=cfg.optim.fused,
         )
         return cfg_cls(cfg, data, condition, model, guide, elbo, optim, device)
 

@@ -39,7 +39,12 @@ class Optimizers:
     ) -> None:
         self.dense, self.sparse, self.clip_norm = dense, sparse, clip_norm
         self.description = ", ".join(
-            name for name, opt in [("Adam (dense)", dense), ("SparseAdam (row-wise, lazy)", sparse)] if opt
+            name
+            for name, opt in [
+                ("Adam (dense, fused)" if dense and dense.defaults.get("fused") else "Adam (dense)", dense),
+                ("SparseAdam (row-wise, lazy)", sparse),
+            ]
+            if opt
         )
 
     def _all(self) -> list[torch.optim.Optimizer]:
@@ -65,11 +70,20 @@ class Optimizers:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, opt in (("dense", self.dense), ("sparse", self.sparse)):
             if opt is not None:
+                fused = [group.get("fused") for group in opt.param_groups]
                 opt.load_state_dict(state[key])
+                for group, flag in zip(opt.param_groups, fused, strict=True):
+                    group["fused"] = flag  # the run's config decides, not the checkpoint's optimiser
+                    for p in group["params"] if flag else []:
+                        if "step" in opt.state.get(p, {}):  # the fused kernel wants its step counter on p's device
+                            opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
 
 
 @OPTIMS.register("adam")
-def adam(modules: list[nn.Module], lr: float, local_lr: float, clip_norm: float | None = None) -> Optimizers:
+def adam(
+    modules: list[nn.Module], lr: float, local_lr: float, clip_norm: float | None = None, fused: bool = False
+) -> Optimizers:
+    """Adam for the dense parameters (``fused``: torch's one-kernel implementation), SparseAdam for sparse tables."""
     sparse_ids = _sparse_params(modules)
     seen: set[int] = set()
     dense, sparse = [], []
@@ -79,6 +93,6 @@ def adam(modules: list[nn.Module], lr: float, local_lr: float, clip_norm: float 
                 continue
             seen.add(id(p))
             (sparse if id(p) in sparse_ids else dense).append(p)
-    dense_opt = torch.optim.Adam(dense, lr=lr) if dense else None
+    dense_opt = torch.optim.Adam(dense, lr=lr, fused=fused or None) if dense else None
     sparse_opt = torch.optim.SparseAdam(sparse, lr=local_lr) if sparse else None
     return Optimizers(dense_opt, sparse_opt, clip_norm)

@@ -37,7 +37,7 @@ def kl_beta(step: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
 
 
-def _state(exp: Experiment, step: int, history: list[dict]) -> dict:
+def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> dict:
     return {
         "step": step,
         "model": exp.model.state_dict(),
@@ -46,11 +46,12 @@ def _state(exp: Experiment, step: int, history: list[dict]) -> dict:
         "rng": torch.get_rng_state(),
         "cuda_rng": [torch.cuda.get_rng_state(d) for d in cuda_devices()],
         "history": history,
+        "summary": {k: v for k, v in summary.items() if k != "optimiser"},  # e.g. the baseline's fit
     }
 
 
-def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict]]:
-    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history)."""
+def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
+    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary)."""
     state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
     try:
         exp.model.load_state_dict(state["model"])
@@ -64,16 +65,7 @@ def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict]]:
     torch.set_rng_state(state["rng"].cpu())
     for device, rng in enumerate(state.get("cuda_rng", [])[: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(rng.cpu(), device)
-    return int(state["step"]), list(state["history"])
-
-
-def _previous_summary(run_dir: Path) -> dict:
-    """The non-history entries of an earlier metrics.json (e.g. the baseline's fit), kept across resumes."""
-    try:
-        old = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in old.items() if k not in ("history", "optimiser")} if isinstance(old, dict) else {}
+    return int(state["step"]), list(state["history"]), dict(state.get("summary", {}))
 
 
 def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
@@ -103,8 +95,8 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
     step, history = 0, []
     summary = {"optimiser": exp.optim.description}
     if resume:
-        step, history = restore(exp, run_dir)
-        summary.update(_previous_summary(run_dir))
+        step, history, previous = restore(exp, run_dir)
+        summary.update(previous)
     config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
     if not resume:
         if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
@@ -168,7 +160,7 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
                 history.append(row)
                 bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoint.save(_state(exp, step, history), run_dir / CHECKPOINT)
+                checkpoint.save(_state(exp, step, history, summary), run_dir / CHECKPOINT)
                 saved_step = step
                 write_metrics(run_dir, history, summary)
     finally:

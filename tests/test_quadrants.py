@@ -1,5 +1,6 @@
 """Quadrant completion: the NN baseline, the CVAE against it, feeding its prediction to the prior, grids."""
 
+import json
 import math
 
 import pytest
@@ -68,8 +69,13 @@ def test_baseline_is_frozen_fed_to_the_prior_and_survives_resume(tmp_path):
     train(exp, tmp_path)
     fitted = {k: v.clone() for k, v in exp.model.baseline.state_dict().items()}
     assert any(not torch.equal(start[k], fitted[k]) for k in start)  # the fit moved it
+    fit = {k: v for k, v in json.loads((tmp_path / "metrics.json").read_text()).items() if k.startswith("baseline_")}
+    assert "baseline_train_log_px" in fit
+    (tmp_path / "metrics.json").unlink()  # the fit's summary travels in the checkpoint, not in metrics.json
     resumed = bimodal_experiment("conditional", steps=40, baseline={"feed_prior": True, "steps": 50})
     train(resumed, tmp_path, resume=True)  # restores the fitted baseline; SVI never updates it
+    after = json.loads((tmp_path / "metrics.json").read_text())
+    assert {k: after[k] for k in fit} == fit
     for key, value in resumed.model.baseline.state_dict().items():
         assert torch.equal(value, fitted[key]), key
     assert not torch.equal(resumed.model.prior.net.net[0].weight, exp.model.prior.net.net[0].weight)
