@@ -73,7 +73,7 @@ def test_vamp_prior_is_a_mixture_of_encoded_pseudo_inputs():
 
 @pytest.mark.parametrize("elbo", ELBOS.names())
 @pytest.mark.parametrize("particles", [1, 3])
-@pytest.mark.parametrize("prior", ["standard_normal", "mog"])  # mog: the only priors with PyroParams
+@pytest.mark.parametrize("prior", ["standard_normal", "mog"])  # without and with PyroParams (param sites)
 def test_elbo_step(elbo, particles, prior):
     cfg = tiny_config(elbo={"name": elbo, "num_particles": particles}, prior={"name": prior, "num_components": 3})
     _step(Experiment.from_config(cfg))
