@@ -8,8 +8,8 @@ estimator, same optimiser (one torch Adam), same batch gather from 60k random bi
 - ``renyi`` (α = 0, K particles, vectorised: the IWAE bound)  vs  hand-written vectorised IWAE
 
 Steps of all methods are interleaved in rounds, so drifts of the machine hit every method alike; the table gives
-the median step time and the ratio to its reference, measured in the same run. ``--memory`` adds the peak RSS
-(CPU) or peak CUDA memory of each method, each in its own process.
+the median step time, the ratio to its reference measured in the same run, and the quartiles of the per-round
+ratios. ``--memory`` adds the peak RSS (CPU) or peak CUDA memory of each method, each in its own process.
 
 ``--fused`` gives both sides torch's fused Adam kernel (ours: ``optim.fused = true``).
 
@@ -146,7 +146,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_methods(steps: dict, rounds: int, per_round: int, device: str) -> dict[str, float]:
+def time_methods(steps: dict, rounds: int, per_round: int, device: str) -> dict[str, list[float]]:
+    """Per-round mean step times (s) of every method, rounds interleaved."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():  # warm-up: tracing, allocator, caches
         for _ in range(5):
@@ -159,7 +160,14 @@ def time_methods(steps: dict, rounds: int, per_round: int, device: str) -> dict[
                 step()
             sync(device)
             times[name].append((time.perf_counter() - t0) / per_round)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def ratio_spread(ours: list[float], ref: list[float]) -> str:
+    """The quartiles of the per-round ratios: rounds are interleaved, so a drift of the machine hits both sides of
+    a round alike, and the spread shows how far one run's ratio can be trusted."""
+    q1, _, q3 = statistics.quantiles([a / b for a, b in zip(ours, ref, strict=True)], n=4)
+    return f"{q1:.2f}-{q3:.2f}"
 
 
 def peak_memory(name: str, batch: int, particles: int, device: str, fused: bool) -> float:
@@ -209,17 +217,19 @@ def main() -> None:
     rows = []
     for batch in args.batch:
         steps = methods(args.elbos, batch, args.particles, data, args.device, args.fused)
-        medians = time_methods(steps, args.rounds, args.steps, args.device)
+        times = time_methods(steps, args.rounds, args.steps, args.device)
+        medians = {name: statistics.median(t) for name, t in times.items()}
         for name in args.elbos:
             ref = REFERENCE[name]
             row = [batch, name, ref, 1e3 * medians[name], 1e3 * medians[ref], medians[name] / medians[ref]]
+            row.append(ratio_spread(times[name], times[ref]))
             if args.memory:
                 row += [
                     peak_memory(name, batch, args.particles, args.device, args.fused),
                     peak_memory(ref, batch, args.particles, args.device, args.fused),
                 ]
             rows.append(row)
-    headers = ["batch", "ours", "reference", "ours (ms)", "reference (ms)", "ratio"]
+    headers = ["batch", "ours", "reference", "ours (ms)", "reference (ms)", "ratio", "per-round ratio IQR"]
     if args.memory:
         headers += ["ours step mem. (MB)", "ref. step mem. (MB)"]
     print(
