@@ -75,7 +75,7 @@ class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0.0)
     local_lr: float = Field(1e-2, gt=0.0)  # per-datapoint local parameters (row-wise Adam)
     clip_norm: float | None = Field(None, gt=0.0)
-    # torch's fused Adam kernel for the dense parameters: one kernel instead of a loop over tensors (2-3 ms
+    # torch's fused Adam kernel for the dense parameters: one kernel instead of a loop over tensors (~16%
     # less per step at batch 128 on 2 CPU cores, benchmarks/README.md). Off by default: it rounds differently
     # (~1e-7 per step), so runs would not reproduce the figures recorded with the default loop to the digit.
     fused: bool = False
