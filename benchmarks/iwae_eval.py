@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import time
 
 import pyro
 import torch
 from tabulate import tabulate
-from vae_step import D, HandVAE, hand_log_weights, make_data, rss_mb
+from vae_step import D, HandVAE, child_peak, hand_log_weights, make_data, print_peak, rss_mb
 
 from pyro_lvm.evaluate import estimates_from_q
 from pyro_lvm.guides import AmortizedGuide
@@ -66,25 +65,19 @@ def evaluate_all(fn, vae: HandVAE, x: torch.Tensor, args: argparse.Namespace) ->
 
 def run_one(name: str, args: argparse.Namespace) -> None:
     """Child process of ``--memory``: prints the memory (MB) that evaluating all points adds."""
-    import resource
-
     device = torch.device(args.device)
     x = make_data(device)[: args.points]
     vae = HandVAE().to(device)
     ESTIMATORS[name](vae, x[:1], 1, 1)  # lazy imports and first allocations are not the estimator's working memory
     before = rss_mb()
     evaluate_all(ESTIMATORS[name], vae, x, args)
-    if device.type == "cuda":
-        print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    print_peak(args.device, before)
 
 
 def peak_memory(name: str, args: argparse.Namespace) -> float:
     cmd = [sys.executable, __file__, "--one", name, "--points", str(args.points), "--samples", str(args.samples)]
     cmd += ["--chunk", str(args.chunk), "--batch", str(args.batch), "--device", args.device]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+    return child_peak(cmd)
 
 
 def main() -> None:

@@ -94,6 +94,22 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def print_peak(device: str, rss_before: float) -> None:
+    """In a ``--one`` child: print its peak memory in MB, CUDA peak allocated or peak RSS minus ``rss_before``."""
+    import resource
+
+    if device.startswith("cuda"):
+        print(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+
+
+def child_peak(cmd: list[str]) -> float:
+    """Run a ``--one`` child and read the peak it prints on its last line."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def library_step(elbo: str, batch: int, particles: int, data: torch.Tensor, device: str, fused: bool = False):
     cfg = config.from_dict(
         {
@@ -175,13 +191,10 @@ def peak_memory(name: str, batch: int, particles: int, device: str, fused: bool)
     the peak RSS minus the RSS after data, model and libraries are loaded (the step's own working memory)."""
     cmd = [sys.executable, __file__, "--one", name, "--batch", str(batch), "--particles", str(particles)]
     cmd += ["--device", device] + (["--fused"] if fused else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])  # the child prints its own peak
+    return child_peak(cmd)
 
 
 def run_one(name: str, batch: int, particles: int, device: str, fused: bool) -> None:
-    import resource
-
     data = make_data(torch.device(device))
     step = (
         hand_step(name, batch, particles, data, fused)
@@ -191,10 +204,7 @@ def run_one(name: str, batch: int, particles: int, device: str, fused: bool) -> 
     before = rss_mb()
     for _ in range(30):
         step()
-    if device.startswith("cuda"):
-        print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    print_peak(device, before)
 
 
 def main() -> None:
