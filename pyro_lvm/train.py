@@ -46,7 +46,7 @@ def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> di
         "rng": torch.get_rng_state(),
         "cuda_rng": [torch.cuda.get_rng_state(d) for d in cuda_devices()],
         "history": history,
-        "summary": {k: v for k, v in summary.items() if k != "optimiser"},  # e.g. the baseline's fit
+        "summary": summary,  # e.g. the baseline's fit
     }
 
 
@@ -92,11 +92,10 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
     n = len(train_split)
     batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.cfg.data.binarize == "dynamic")
     eval_every = cfg.eval_every or batches.steps_per_epoch
-    step, history = 0, []
-    summary = {"optimiser": exp.optim.description}
+    step, history, summary = 0, [], {}
     if resume:
-        step, history, previous = restore(exp, run_dir)
-        summary.update(previous)
+        step, history, summary = restore(exp, run_dir)
+    summary["optimiser"] = exp.optim.description  # this run's, even where a resume's config changed it
     config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
     if not resume:
         if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
