@@ -12,6 +12,7 @@ from pyro_lvm import plots
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import Estimate, active_units, evaluate_split, independent_baseline
 from pyro_lvm.run import open_run
+from pyro_lvm.seeding import seeded
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
@@ -70,40 +71,18 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
 
 
 def print_evaluation(result: dict) -> None:
-    rows = [
-        [f"ELBO (K={result['num_samples']} average)", result["elbo"]["mean"], result["elbo"]["stderr"]],
-        [f"IWAE log p̂(x), K={result['num_samples']}", result["log_px"]["mean"], result["log_px"]["stderr"]],
-        [
-            "independent-pixel baseline log p(x)",
-            result["baseline_log_px"]["mean"],
-            result["baseline_log_px"]["stderr"],
-        ],
-    ]
+    def row(label: str, key: str) -> list:
+        return [label, result[key]["mean"], result[key]["stderr"]]
+
+    num = result["num_samples"]
+    rows = [row(f"ELBO (K={num} average)", "elbo"), row(f"IWAE log p̂(x), K={num}", "log_px")]
     if "prior_mc_log_px" in result:
-        rows[1][0] = f"IWAE log p̂(x|c) with q(z|x,c), K={result['num_samples']}"
-        rows.insert(
-            2,
-            [
-                f"prior MC log p̂(x|c), z ~ p(z|c), K={result['num_samples']}",
-                result["prior_mc_log_px"]["mean"],
-                result["prior_mc_log_px"]["stderr"],
-            ],
-        )
+        rows[1][0] = f"IWAE log p̂(x|c) with q(z|x,c), K={num}"
+        rows.append(row(f"prior MC log p̂(x|c), z ~ p(z|c), K={num}", "prior_mc_log_px"))
+    rows.append(row("independent-pixel baseline log p(x)", "baseline_log_px"))
     if "nn_baseline_log_px" in result:
-        rows.append(
-            [
-                "NN baseline log p(x|c) (deterministic, exact)",
-                result["nn_baseline_log_px"]["mean"],
-                result["nn_baseline_log_px"]["stderr"],
-            ]
-        )
-        rows.append(
-            [
-                "IWAE minus NN baseline (paired)",
-                result["iwae_minus_nn_baseline"]["mean"],
-                result["iwae_minus_nn_baseline"]["stderr"],
-            ]
-        )
+        rows.append(row("NN baseline log p(x|c) (deterministic, exact)", "nn_baseline_log_px"))
+        rows.append(row("IWAE minus NN baseline (paired)", "iwae_minus_nn_baseline"))
     print(f"{result['split']} split, {result['num_points']} points, nats per datapoint:")
     print(tabulate(rows, headers=["estimate", "mean", "std. error"], floatfmt=".3f"))
     if result["active_units"] is not None:
@@ -148,8 +127,7 @@ def sample_run(
         c = exp.condition.labels(y, exp.data.train.x.dtype)
     elif condition is not None:
         raise PyroLVMError("--condition applies to label CVAEs only; this run has no label condition")
-    with torch.no_grad():
-        torch.manual_seed(exp.cfg.eval.seed)
+    with torch.no_grad(), seeded(exp.cfg.eval.seed):
         images = exp.model.generate(c, num)
     name = f"samples_c{condition}.png" if c is not None else "samples.png"
     plots.image_grid(
@@ -166,8 +144,8 @@ def _completion_grid(exp, run_dir: Path, rows: int, completions: int) -> Path:
 
     if rows < 1 or completions < 1:
         raise PyroLVMError(f"--rows and --completions must be at least 1, got {rows} and {completions}")
-    torch.manual_seed(exp.cfg.eval.seed)
-    images = completion_images(exp.model, exp.condition, exp.data.test, rows, completions)
+    with seeded(exp.cfg.eval.seed):
+        images = completion_images(exp.model, exp.condition, exp.data.test, rows, completions)
     path = run_dir / "completions.png"
     plots.image_grid(
         images,
