@@ -3,9 +3,12 @@
 Same architecture (784-400-50 encoder with softplus, 50-400-784 decoder, Bernoulli likelihood), same objective
 estimator, same optimiser (one torch Adam), same batch gather from 60k random binary images:
 
-- ``trace`` / ``jit_trace``  vs  hand-written: fused BCE-with-logits + single-sample KL (log q(z) − log p(z))
-- ``mean_field`` / ``jit_mean_field``  vs  hand-written: fused BCE-with-logits + analytic Gaussian KL
+- ``trace``  vs  hand-written: fused BCE-with-logits + single-sample KL (log q(z) − log p(z))
+- ``mean_field``  vs  hand-written: fused BCE-with-logits + analytic Gaussian KL
 - ``renyi`` (α = 0, K particles, vectorised: the IWAE bound)  vs  hand-written vectorised IWAE
+
+Each ELBO runs with every ``elbo.jit`` mode given by ``--jit`` (default: ``auto``, the library's default, which
+compiles ``trace`` and ``mean_field``; and ``off``, the plain Pyro ELBO); ``renyi`` has no compiled form.
 
 Steps of all methods are interleaved in rounds, so drifts of the machine hit every method alike; the table gives
 the median step time, the ratio to its reference measured in the same run, and the quartiles of the per-round
@@ -13,7 +16,8 @@ ratios. ``--memory`` adds the peak RSS (CPU) or peak CUDA memory of each method,
 
 ``--fused`` gives both sides torch's fused Adam kernel (ours: ``optim.fused = true``).
 
-    python benchmarks/vae_step.py [--batch 128 1024] [--device cpu] [--rounds 10] [--steps 20] [--memory] [--fused]
+    python benchmarks/vae_step.py [--batch 128 1024] [--elbos trace mean_field renyi] [--jit auto off]
+        [--device cpu] [--rounds 10] [--steps 20] [--memory] [--fused]
 """
 
 from __future__ import annotations
@@ -40,13 +44,8 @@ from pyro_lvm.nets import GaussianHead, mlp
 
 N, P, H, D = 60_000, 784, 400, 50
 LOG_2PI = math.log(2 * math.pi)
-REFERENCE = {
-    "trace": "hand: MC KL",
-    "jit_trace": "hand: MC KL",
-    "mean_field": "hand: analytic KL",
-    "jit_mean_field": "hand: analytic KL",
-    "renyi": "hand: IWAE",
-}
+REFERENCE = {"trace": "hand: MC KL", "mean_field": "hand: analytic KL", "renyi": "hand: IWAE"}
+JIT_OFF = " (jit off)"  # a method name's suffix: the plain Pyro ELBO
 
 
 def hand_log_weights(decoder: nn.Module, x: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, eps: torch.Tensor):
@@ -110,12 +109,15 @@ def child_peak(cmd: list[str]) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def library_step(elbo: str, batch: int, particles: int, data: torch.Tensor, device: str, fused: bool = False):
+def library_step(method: str, batch: int, particles: int, data: torch.Tensor, device: str, fused: bool = False):
+    """``method``: an ELBO name (``elbo.jit = 'auto'``, the default) or one with the JIT_OFF suffix."""
+    elbo = method.removesuffix(JIT_OFF)
+    jit = "off" if method.endswith(JIT_OFF) else "auto"
     cfg = config.from_dict(
         {
             "model": {"latent_dim": D, "hidden": [H]},
             "guide": {"hidden": [H]},
-            "elbo": {"name": elbo, "num_particles": particles if elbo == "renyi" else 1, "alpha": 0.0},
+            "elbo": {"name": elbo, "num_particles": particles if elbo == "renyi" else 1, "alpha": 0.0, "jit": jit},
             "train": {"batch_size": batch, "progress": False, "pyro_validation": False, "device": device},
             "optim": {"fused": fused},
         }
@@ -147,11 +149,20 @@ def hand_step(kind: str, batch: int, particles: int, data: torch.Tensor, fused: 
     return step
 
 
-def methods(elbos: list[str], batch: int, particles: int, data: torch.Tensor, device: str, fused: bool) -> dict:
+def method_names(elbos: list[str], jits: list[str]) -> list[str]:
+    """Library methods to time: each ELBO under each jit mode (renyi, which has no compiled form, once)."""
+    names = []
+    for elbo in elbos:
+        for jit in jits if elbo != "renyi" else ["off"]:
+            names.append(elbo + (JIT_OFF if jit == "off" and elbo != "renyi" else ""))
+    return names
+
+
+def methods(names: list[str], batch: int, particles: int, data: torch.Tensor, device: str, fused: bool) -> dict:
     steps = {}
-    for name in elbos:
+    for name in names:
         steps[name] = library_step(name, batch, particles, data, device, fused)
-        ref = REFERENCE[name]
+        ref = REFERENCE[name.removesuffix(JIT_OFF)]
         if ref not in steps:
             steps[ref] = hand_step(ref, batch, particles, data, fused)
     return steps
@@ -211,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--elbos", nargs="+", default=list(REFERENCE))
+    parser.add_argument("--jit", nargs="+", default=["auto", "off"], choices=["auto", "off"])
     parser.add_argument("--particles", type=int, default=5, help="K of the renyi/IWAE rows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=10)
@@ -225,12 +237,13 @@ def main() -> None:
         return
     data = make_data(torch.device(args.device))
     rows = []
+    names = method_names(args.elbos, args.jit)
     for batch in args.batch:
-        steps = methods(args.elbos, batch, args.particles, data, args.device, args.fused)
+        steps = methods(names, batch, args.particles, data, args.device, args.fused)
         times = time_methods(steps, args.rounds, args.steps, args.device)
         medians = {name: statistics.median(t) for name, t in times.items()}
-        for name in args.elbos:
-            ref = REFERENCE[name]
+        for name in names:
+            ref = REFERENCE[name.removesuffix(JIT_OFF)]
             row = [batch, name, ref, 1e3 * medians[name], 1e3 * medians[ref], medians[name] / medians[ref]]
             row.append(ratio_spread(times[name], times[ref]))
             if args.memory:

@@ -68,6 +68,10 @@ class ElboConfig(_Section):
     num_particles: int = Field(1, gt=0)
     vectorize_particles: bool = True
     alpha: float = 0.0  # renyi: alpha = 0 is the IWAE bound
+    # trace / mean_field through Pyro's JIT: the plain ELBO's gradients bit for bit, 1.28x -> 1.11-1.14x the
+    # hand-written step at batch 128 on 2 CPU cores. auto: compiled where possible, else plain (pyro_lvm.elbos);
+    # on: also warn when falling back; off: always plain.
+    jit: Literal["auto", "on", "off"] = "auto"
 
 
 class OptimConfig(_Section):
@@ -176,6 +180,11 @@ def _check_names(cfg: Config) -> None:
     """Component names are checked against the registries (which import the components)."""
     from pyro_lvm import data, elbos, guides, likelihoods, models, optim, priors
 
+    if cfg.elbo.name in ("jit_trace", "jit_mean_field"):
+        raise PyroLVMError(
+            f"config key 'elbo.name': {cfg.elbo.name!r} is now elbo.name = {cfg.elbo.name[4:]!r} with "
+            "elbo.jit = 'on' (the default, 'auto', compiles wherever it can)"
+        )
     for key, registry in [
         ("data.name", data.DATASETS),
         ("model.name", models.MODELS),
@@ -198,6 +207,11 @@ def _check_names(cfg: Config) -> None:
             raise PyroLVMError(
                 f"config key 'compare.guides': unknown guide {name!r}; registered: {', '.join(GUIDES.names())}"
             )
+    if cfg.elbo.jit == "on" and cfg.elbo.name not in elbos.JIT_FORMS:
+        raise PyroLVMError(
+            f"elbo.jit = 'on' needs an ELBO with a compiled form ({', '.join(elbos.JIT_FORMS)}); "
+            f"{cfg.elbo.name!r} has none: use elbo.jit = 'auto' or 'off'"
+        )
     if cfg.model.name == "cvae" and cfg.model.condition == "none":
         raise PyroLVMError("model 'cvae' needs model.condition = 'label' or 'quadrants'")
     if cfg.model.name == "vae" and cfg.model.condition != "none":

@@ -6,11 +6,18 @@ it (one torch graph, our own optimiser) and ``loss_and_grads`` otherwise (RenyiE
   Monte Carlo otherwise (e.g. the mixture prior): never silently wrong.
 - ``renyi``: RenyiELBO with ``alpha``; alpha = 0 and K particles is the IWAE bound log mean_k w_k.
 
-- ``jit_trace`` / ``jit_mean_field``: the same objectives compiled with Pyro's JIT (``torch.jit.trace``); if
-  tracing fails (dynamic structure: the semi-amortized guide's inner gradient steps), calls run the plain ELBO,
-  with one warning. Each batch shape (e.g. the irregular last batch) gets its own compiled function.
-  It removes Pyro's per-step Python: on this 2-core CPU 7.9 -> 6.9 ms per step at batch 128 and 34.9 -> 34.4 ms
-  at batch 1024 (784-400-50, validation off; benchmarks/vae_step.py, figures in benchmarks/README.md).
+``elbo.jit`` (``build_elbo``) runs ``trace`` and ``mean_field`` through Pyro's JIT (``torch.jit.trace``) with
+TorchScript's graph optimiser off: the compiled function replays the eager program's tensor operations without
+Pyro's per-step Python, and autograd records the same operations, so gradients and parameters are the plain
+ELBO's bit for bit (tests/test_elbos.py). With the optimiser on, TorchScript's own autodiff ran a different,
+slower backward (softplus as where/exp/div) and drifted from the plain path by ~1e-8 per step.
+- ``auto`` (default): compiled when it can be; the plain ELBO, silently, where it cannot: dynamic programs (the
+  semi-amortized guide's inner gradient steps), Pyro validation on (its checks would be skipped inside compiled
+  calls), more than ``MAX_SIGNATURES`` batch shapes. ``JitWithFallback.path`` says which ran (metrics.json).
+- ``on``: the same, with a warning at each fallback and compiled even with validation on.
+- ``off``: the plain ELBO.
+On the 2-core CPU it takes a batch-128 step from 1.28-1.29x to 1.11-1.14x the hand-written PyTorch step
+(benchmarks/vae_step.py, figures in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import warnings
 import pyro
 import torch
 from pyro import infer
+from pyro.infer.util import is_validation_enabled
 
 from pyro_lvm.registry import Registry
 
@@ -72,34 +80,45 @@ class _JitTraceMeanField(infer.JitTraceMeanField_ELBO):
 
 
 class JitWithFallback:
-    """A Pyro JIT ELBO run safely inside pyro_lvm.
+    """A Pyro JIT ELBO run safely inside pyro_lvm, with the plain ELBO as its fallback.
 
     - Our modules keep their parameters local (``module_local_params``); Pyro's JIT looks parameters up by name in
       the param store. So each call runs with module-local parameters off, inside this object's own param-store
       scope: the names it registers never meet another experiment's.
     - The JIT needs tensors as positional arguments and fixed shapes: ``x, c, idx, beta`` are passed positionally
-      (beta as a tensor, so KL annealing does not retrace), and each distinct call signature (batch shape, the
-      irregular last batch, model, guide, num_data) gets its own compiled function, up to ``MAX_SIGNATURES``;
-      beyond that, calls run the plain ELBO.
+      (beta as a float64 tensor, so KL annealing does not retrace and ``beta * N / B`` is computed in double
+      precision as the plain path computes it with Python floats), and each distinct call signature (batch shape,
+      the irregular last batch, model, guide, num_data) gets its own compiled function, up to ``MAX_SIGNATURES``.
     - Tracing runs the program several times and would consume extra random numbers; the random state is restored
-      after it and the compiled function called afresh, so a JIT run draws exactly what a plain run draws (resume
-      stays exact, and a failed trace leaves the stream untouched before falling back).
+      after it and the compiled function called afresh, so a compiled run draws exactly what a plain run draws
+      (resume stays exact, and a failed trace leaves the stream untouched before falling back).
+    - Compiled calls run with TorchScript's optimiser off (``torch.jit.optimized_execution(False)``): the graph's
+      operations are the eager ones and autograd differentiates them as in eager mode.
     """
 
     MAX_SIGNATURES = 4
 
-    def __init__(self, jit_elbo: infer.ELBO, plain_elbo: infer.ELBO, name: str) -> None:
-        self.jit, self.plain, self.name = jit_elbo, plain_elbo, name
+    def __init__(self, jit_elbo: infer.ELBO, plain_elbo: infer.ELBO, name: str, strict: bool = False) -> None:
+        self.jit, self.plain, self.name, self.strict = jit_elbo, plain_elbo, name, strict
         self.num_particles = plain_elbo.num_particles
         self.failure: str | None = None  # why tracing failed, once it has
+        self.plain_reason: str | None = None  # why the latest plain call was plain
         self._fns: dict = {}  # signature -> (model_fn, guide_fn)
         self._store = None
         self._warned: set[str] = set()
 
-    def _warn(self, reason: str) -> None:
-        if reason not in self._warned:
+    @property
+    def path(self) -> str:
+        """What ran the latest call: the compiled function or the plain ELBO (and why)."""
+        if self.plain_reason is None:
+            return f"{self.name}, compiled (torch.jit.trace, {len(self._fns)} batch shape(s))"
+        return f"{self.name}, plain ({self.plain_reason})"
+
+    def _plain(self, reason: str) -> None:
+        self.plain_reason = reason
+        if self.strict and reason not in self._warned:
             self._warned.add(reason)
-            warnings.warn(f"elbo {self.name!r}: {reason}; using the plain ELBO for such calls", stacklevel=3)
+            warnings.warn(f"elbo {self.name!r} with elbo.jit = 'on': {reason}; using the plain ELBO", stacklevel=3)
 
     @staticmethod
     def _closures(model, guide, has_c: bool, has_idx: bool, num_data):
@@ -124,32 +143,52 @@ class JitWithFallback:
         # ``signature`` as a keyword: Pyro's JIT compiles once per distinct keyword values
         with pyro.settings.context(module_local_params=False), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
-            with pyro.get_param_store().scope(state=self._store) as state:
+            # frozen modules (the quadrant CVAE's NN baseline) are constants of the compiled function, as intended
+            warnings.filterwarnings("ignore", message=".*not registered in the param store because requires_grad")
+            with pyro.get_param_store().scope(state=self._store) as state, torch.jit.optimized_execution(False):
                 loss = self.jit.differentiable_loss(model_fn, guide_fn, *args, signature=signature)
             self._store = state
         return loss
 
-    def differentiable_loss(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
+    def _try_compiled(self, model, guide, x, c, idx, num_data, beta) -> torch.Tensor | None:
+        """The compiled loss, or None (with ``plain_reason`` set) where the plain ELBO must run."""
+        if self.failure is not None:
+            self._plain(f"tracing failed: {self.failure[:200]}")
+            return None
+        if not self.strict and is_validation_enabled():
+            self._plain("Pyro validation is on: its checks run in the plain ELBO only")
+            return None
         shapes = tuple(None if t is None else tuple(t.shape) for t in (x, c, idx))
         signature = (id(model), id(guide), shapes, num_data, str(x.device), str(x.dtype))
         new = signature not in self._fns
-        if self.failure is None and new and len(self._fns) >= self.MAX_SIGNATURES:
-            self._warn(f"more than {self.MAX_SIGNATURES} distinct call shapes")
-        elif self.failure is None:
-            args = [x, *(t for t in (c, idx) if t is not None), torch.as_tensor(beta, dtype=x.dtype, device=x.device)]
-            rng = torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.is_cuda else None
-            try:
-                if new:
-                    self._fns[signature] = self._closures(model, guide, c is not None, idx is not None, num_data)
-                    self._compiled_call(signature, args)  # traces; the result is discarded
-                    self._restore(rng)
-                return self._compiled_call(signature, args)
-            except Exception as err:  # noqa: BLE001 - any tracing failure means: run the plain ELBO
+        if new and len(self._fns) >= self.MAX_SIGNATURES:
+            self._plain(f"more than {self.MAX_SIGNATURES} distinct call shapes")
+            return None
+        beta = torch.as_tensor(beta, dtype=torch.float64, device=x.device)
+        args = [x, *(t for t in (c, idx) if t is not None), beta]
+        rng = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.is_cuda else None) if new else None
+        try:
+            if new:
+                self._fns[signature] = self._closures(model, guide, c is not None, idx is not None, num_data)
+                self._compiled_call(signature, args)  # traces; the result is discarded
                 self._restore(rng)
-                self._fns.pop(signature, None)
-                self.failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                self._warn(f"tracing failed ({self.failure[:200]})")
-        return self.plain.differentiable_loss(model, guide, x, c, idx=idx, num_data=num_data, beta=beta)
+            loss = self._compiled_call(signature, args)
+        except Exception as err:  # noqa: BLE001 - any tracing failure means: run the plain ELBO
+            if rng is None:
+                raise  # a compiled function that worked before and fails now: a real error, not a tracing one
+            self._restore(rng)
+            self._fns.pop(signature, None)
+            self.failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self._plain(f"tracing failed: {self.failure[:200]}")
+            return None
+        self.plain_reason = None
+        return loss
+
+    def differentiable_loss(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
+        loss = self._try_compiled(model, guide, x, c, idx, num_data, beta)
+        if loss is None:
+            loss = self.plain.differentiable_loss(model, guide, x, c, idx=idx, num_data=num_data, beta=beta)
+        return loss
 
     @staticmethod
     def _restore(rng) -> None:
@@ -158,18 +197,19 @@ class JitWithFallback:
             torch.cuda.set_rng_state(rng[1])
 
 
-@ELBOS.register("jit_trace")
-def jit_trace(num_particles: int = 1, vectorize_particles: bool = True, **_: object) -> JitWithFallback:
-    common = _common(num_particles, vectorize_particles)
-    return JitWithFallback(_JitTrace(**common, ignore_jit_warnings=True), infer.Trace_ELBO(**common), "jit_trace")
+JIT_FORMS = {"trace": _JitTrace, "mean_field": _JitTraceMeanField}
+JIT_MODES = ("auto", "on", "off")
 
 
-@ELBOS.register("jit_mean_field")
-def jit_mean_field(num_particles: int = 1, vectorize_particles: bool = True, **_: object) -> JitWithFallback:
+def build_elbo(
+    name: str, jit: str = "off", num_particles: int = 1, vectorize_particles: bool = True, alpha: float = 0.0
+) -> infer.ELBO | JitWithFallback:
+    """The registered ELBO ``name``; with ``jit`` 'auto' or 'on' (and a compiled form), wrapped in JitWithFallback."""
+    plain = ELBOS.build(name, num_particles=num_particles, vectorize_particles=vectorize_particles, alpha=alpha)
+    if jit == "off" or name not in JIT_FORMS:
+        return plain
     common = _common(num_particles, vectorize_particles)
-    return JitWithFallback(
-        _JitTraceMeanField(**common, ignore_jit_warnings=True), infer.TraceMeanField_ELBO(**common), "jit_mean_field"
-    )
+    return JitWithFallback(JIT_FORMS[name](**common, ignore_jit_warnings=True), plain, name, strict=jit == "on")
 
 
 def loss_and_backward(elbo, model, guide, *args, **kwargs) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from pyro_lvm.conditions import Condition
 from pyro_lvm.config import Config
 from pyro_lvm.data import Dataset, load_dataset
-from pyro_lvm.elbos import ELBOS
+from pyro_lvm.elbos import build_elbo
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.models import build_model
@@ -55,8 +55,9 @@ class Experiment:
             model = build_model(cfg, condition.target_dim, condition.cond_dim).to(device, dtype)
             guide = build_guide(cfg, condition.target_dim, condition.cond_dim, len(data.train), model)
             guide = guide.to(device, dtype)
-        elbo = ELBOS.build(
+        elbo = build_elbo(
             cfg.elbo.name,
+            cfg.elbo.jit,
             num_particles=cfg.elbo.num_particles,
             vectorize_particles=cfg.elbo.vectorize_particles,
             alpha=cfg.elbo.alpha,

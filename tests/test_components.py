@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from pyro_lvm.elbos import ELBOS, loss_and_backward
+from pyro_lvm.elbos import ELBOS, JIT_FORMS, loss_and_backward
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import batch_estimates
 from pyro_lvm.experiment import Experiment
@@ -71,9 +71,14 @@ def test_vamp_prior_is_a_mixture_of_encoded_pseudo_inputs():
         Experiment.from_config(tiny_config(prior={"name": "vamp"}, model={"name": "cvae", "condition": "label"}))
 
 
-@pytest.mark.parametrize("elbo", ELBOS.names())
+@pytest.mark.parametrize(
+    "elbo, jit", [(name, jit) for name in ELBOS.names() for jit in ("off", "on") if jit == "off" or name in JIT_FORMS]
+)
 @pytest.mark.parametrize("particles", [1, 3])
 @pytest.mark.parametrize("prior", ["standard_normal", "mog"])  # without and with PyroParams (param sites)
-def test_elbo_step(elbo, particles, prior):
-    cfg = tiny_config(elbo={"name": elbo, "num_particles": particles}, prior={"name": prior, "num_components": 3})
+def test_elbo_step(elbo, jit, particles, prior):
+    """Every ELBO, plain and compiled ('on' compiles even with the tests' Pyro validation on)."""
+    cfg = tiny_config(
+        elbo={"name": elbo, "num_particles": particles, "jit": jit}, prior={"name": prior, "num_components": 3}
+    )
     _step(Experiment.from_config(cfg))

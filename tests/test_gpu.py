@@ -44,7 +44,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
     [
         [],
         ["guide.name=per_datapoint"],
-        ["guide.name=semi_amortized", "elbo.name=jit_trace"],
+        ["guide.name=semi_amortized", "elbo.jit=on"],
         ["model.name=cvae", "model.condition=label", "prior.name=conditional"],
         [
             "model.name=cvae",
