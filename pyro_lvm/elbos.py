@@ -198,7 +198,6 @@ class JitWithFallback:
 
 
 JIT_FORMS = {"trace": _JitTrace, "mean_field": _JitTraceMeanField}
-JIT_MODES = ("auto", "on", "off")
 
 
 def build_elbo(
