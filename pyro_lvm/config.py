@@ -68,7 +68,7 @@ class ElboConfig(_Section):
     num_particles: int = Field(1, gt=0)
     vectorize_particles: bool = True
     alpha: float = 0.0  # renyi: alpha = 0 is the IWAE bound
-    # trace / mean_field through Pyro's JIT: the plain ELBO's gradients bit for bit, 1.28x -> 1.11-1.14x the
+    # trace / mean_field through Pyro's JIT: the plain ELBO's gradients bit for bit, 1.3x -> 1.07x the
     # hand-written step at batch 128 on 2 CPU cores. auto: compiled where possible, else plain (pyro_lvm.elbos);
     # on: also warn when falling back; off: always plain.
     jit: Literal["auto", "on", "off"] = "auto"

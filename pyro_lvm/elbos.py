@@ -16,7 +16,7 @@ slower backward (softplus as where/exp/div) and drifted from the plain path by ~
   calls), more than ``MAX_SIGNATURES`` batch shapes. ``JitWithFallback.path`` says which ran (metrics.json).
 - ``on``: the same, with a warning at each fallback and compiled even with validation on.
 - ``off``: the plain ELBO.
-On the 2-core CPU it takes a batch-128 step from 1.28-1.29x to 1.11-1.14x the hand-written PyTorch step
+On the 2-core CPU it takes a batch-128 step from 1.30-1.35x to 1.07-1.08x the hand-written PyTorch step
 (benchmarks/vae_step.py, figures in benchmarks/README.md).
 """
 
@@ -64,8 +64,16 @@ class _JitTrace(infer.JitTrace_ELBO):
     test against Trace_ELBO). Detaching ``loss`` gives the surrogate's gradient alone, as Trace_ELBO does."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        loss, surrogate_loss = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return self.finish(self.loss_and_surrogate_loss(model, guide, *args, **kwargs))
+
+    @staticmethod
+    def finish(out):
+        loss, surrogate_loss = out
         return loss.detach() + (surrogate_loss - surrogate_loss.detach())
+
+    def compiled_function(self):
+        """Pyro's CompiledFunction (pyro.ops.jit) behind this ELBO, once a call has created it."""
+        return self._loss_and_surrogate_loss
 
 
 class _JitTraceMeanField(infer.JitTraceMeanField_ELBO):
@@ -77,6 +85,13 @@ class _JitTraceMeanField(infer.JitTraceMeanField_ELBO):
         loss = super().differentiable_loss(model, guide, *args, **kwargs)
         self._loss_and_surrogate_loss = self._differentiable_loss
         return loss
+
+    @staticmethod
+    def finish(out):
+        return out
+
+    def compiled_function(self):
+        return self._differentiable_loss
 
 
 class JitWithFallback:
@@ -104,6 +119,7 @@ class JitWithFallback:
         self.failure: str | None = None  # why tracing failed, once it has
         self.plain_reason: str | None = None  # why the latest plain call was plain
         self._fns: dict = {}  # signature -> (model_fn, guide_fn)
+        self._bound: dict = {}  # signature -> (TorchScript function, parameter tensors), see _bind
         self._store = None
         self._warned: set[str] = set()
 
@@ -150,6 +166,27 @@ class JitWithFallback:
             self._store = state
         return loss
 
+    def _bind(self, signature) -> None:
+        """Keep the TorchScript function Pyro compiled for ``signature`` and the parameter tensors it takes, so that
+        later calls skip Pyro's per-call plumbing (a ``pyro.param`` per parameter, handlers around the call):
+        ~0.2 ms a step, same function, same tensors, same result. The tensors are the modules' own parameters,
+        which optimisers and ``load_state_dict`` update in place. Uses Pyro internals (``pyro/ops/jit.py``); if
+        they are not as expected, calls keep going through Pyro."""
+        try:
+            compiled = self.jit.compiled_function()
+            (fn,) = [fn for key, fn in compiled.compiled.items() if ("signature", signature) in key[1]]
+            store = pyro.get_param_store()
+            with pyro.settings.context(module_local_params=False), store.scope(state=self._store):
+                params = tuple(pyro.param(name).unconstrained() for name in compiled._param_names)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            return
+        self._bound[signature] = fn, params
+
+    def _bound_call(self, signature, args) -> torch.Tensor:
+        fn, params = self._bound[signature]
+        with torch.jit.optimized_execution(False):
+            return self.jit.finish(fn(*params, *args))
+
     def _try_compiled(self, model, guide, x, c, idx, num_data, beta) -> torch.Tensor | None:
         """The compiled loss, or None (with ``plain_reason`` set) where the plain ELBO must run."""
         if self.failure is not None:
@@ -172,12 +209,18 @@ class JitWithFallback:
                 self._fns[signature] = self._closures(model, guide, c is not None, idx is not None, num_data)
                 self._compiled_call(signature, args)  # traces; the result is discarded
                 self._restore(rng)
-            loss = self._compiled_call(signature, args)
+                loss = self._compiled_call(signature, args)
+                self._bind(signature)
+            elif signature in self._bound:
+                loss = self._bound_call(signature, args)
+            else:
+                loss = self._compiled_call(signature, args)
         except Exception as err:  # noqa: BLE001 - any tracing failure means: run the plain ELBO
             if rng is None:
                 raise  # a compiled function that worked before and fails now: a real error, not a tracing one
             self._restore(rng)
             self._fns.pop(signature, None)
+            self._bound.pop(signature, None)
             self.failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             self._plain(f"tracing failed: {self.failure[:200]}")
             return None

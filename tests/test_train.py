@@ -69,16 +69,27 @@ def _params(exp):
     return {k: v.clone() for k, v in {**exp.model.state_dict(), **exp.guide.state_dict()}.items()}
 
 
-@pytest.mark.parametrize("guide,fused", [("amortized", False), ("per_datapoint", False), ("amortized", True)])
-def test_resume_is_exact(tmp_path, guide, fused):
-    """N steps, then resume to 2N, equals 2N steps in one go (parameters, bit for bit)."""
+@pytest.mark.parametrize(
+    "guide,fused,validation",
+    [
+        ("amortized", False, True),
+        ("per_datapoint", False, True),
+        ("amortized", True, True),
+        ("amortized", False, False),
+    ],
+)
+def test_resume_is_exact(tmp_path, guide, fused, validation):
+    """N steps, then resume to 2N, equals 2N steps in one go (parameters, bit for bit). With Pyro validation off
+    the step is compiled (elbo.jit = auto): the resumed run compiles afresh mid-way."""
     over = {"guide": {"name": guide}, "data": {"binarize": "dynamic", "max_train": 200}, "optim": {"fused": fused}}
-    straight = Experiment.from_config(tiny_config(train={"steps": 200}, **over))
+    train_cfg = {"pyro_validation": validation}
+    straight = Experiment.from_config(tiny_config(train={"steps": 200, **train_cfg}, **over))
     train(straight, tmp_path / "a")
-    first = Experiment.from_config(tiny_config(train={"steps": 100}, **over))
+    first = Experiment.from_config(tiny_config(train={"steps": 100, **train_cfg}, **over))
     train(first, tmp_path / "b")
-    resumed = Experiment.from_config(tiny_config(train={"steps": 200}, **over))
+    resumed = Experiment.from_config(tiny_config(train={"steps": 200, **train_cfg}, **over))
     train(resumed, tmp_path / "b", resume=True)
+    assert ("compiled" in resumed.elbo.path) == (not validation), resumed.elbo.path
     a, b = _params(straight), _params(resumed)
     assert a.keys() == b.keys()
     for key in a:
