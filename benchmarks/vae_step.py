@@ -153,8 +153,10 @@ def method_names(elbos: list[str], jits: list[str]) -> list[str]:
     """Library methods to time: each ELBO under each jit mode (renyi, which has no compiled form, once)."""
     names = []
     for elbo in elbos:
-        for jit in jits if elbo != "renyi" else ["off"]:
-            names.append(elbo + (JIT_OFF if jit == "off" and elbo != "renyi" else ""))
+        if elbo == "renyi":
+            names.append(elbo)
+        else:
+            names += [elbo + (JIT_OFF if jit == "off" else "") for jit in jits]
     return names
 
 

@@ -159,8 +159,8 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
                 history.append(row)
                 bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if hasattr(exp.elbo, "path"):
-                    summary["elbo_path"] = exp.elbo.path  # compiled or plain, and why
+                # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
+                summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
                 checkpoint.save(_state(exp, step, history, summary), run_dir / CHECKPOINT)
                 saved_step = step
                 write_metrics(run_dir, history, summary)

@@ -1,5 +1,6 @@
 """Compiled ELBOs (elbo.jit): the plain ELBO's gradients bit for bit, one compiled function, safe fallbacks."""
 
+import json
 import warnings
 
 import pyro
@@ -69,6 +70,8 @@ def test_compiled_training_equals_plain_bit_for_bit(tmp_path, sections):
         elbos[jit] = exp.elbo
     assert "compiled (torch.jit.trace, 2 batch shape(s))" in elbos["auto"].path, elbos["auto"].path
     assert len(elbos["auto"]._bound) == 2  # later calls skip Pyro's per-call plumbing (JitWithFallback._bind)
+    for jit, word in (("auto", "compiled"), ("off", "plain")):  # the run folder says which ran
+        assert word in json.loads((tmp_path / jit / "metrics.json").read_text())["elbo_path"]
     assert all(torch.equal(a, b) for a, b in zip(params["auto"], params["off"], strict=True))
 
 
