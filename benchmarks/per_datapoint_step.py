@@ -1,6 +1,6 @@
 """Per-datapoint guide: step time against the number of datapoints N (issue: cost must not grow with N).
 
-Runs our training step (Trace_ELBO.differentiable_loss, dense Adam for the decoder, SparseAdam for the (N, D)
+Runs our training step (Trace_ELBO.differentiable_loss, dense Adam for the decoder, RowAdam for the (N, D)
 tables) at N = 10k, 60k, 600k (and optionally 1M), batch 128, D = 50, on random binary 784-pixel data, and
 prints the median step time and the ratio to the N = 10k step measured in the same run, plus peak RSS.
 

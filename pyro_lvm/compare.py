@@ -24,9 +24,8 @@ from tabulate import tabulate
 from pyro_lvm import config as config_mod
 from pyro_lvm import plots
 from pyro_lvm.config import Config
-from pyro_lvm.data.batches import in_order
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluate import Estimate, estimates_from_q, guide_distribution
+from pyro_lvm.evaluate import Estimate, estimates_from_q, guide_distribution, mixture_log_px
 from pyro_lvm.guides import refine
 from pyro_lvm.local_inference import fit_local
 from pyro_lvm.run import open_run
@@ -54,32 +53,68 @@ def _train_subprocess(config_path: Path, guide: str, run_dir: Path, overrides: l
     return {"process_wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def _qstar(model, cc, x, c, init_loc, init_scale):
-    return fit_local(model, x, c, init_loc, init_scale, cc.qstar_lr, cc.qstar_max_steps, cc.qstar_window, cc.qstar_tol)
+# q* is fitted for up to this many rows at once: the fit's stopping rule looks at the block's mean ELBO, and its
+# memory is qstar_samples (10) x block x (P + decoder widths) floats (~31 MB of pixels at 784 pixels).
+QSTAR_BLOCK = 1000
+
+
+def _qstar(model, cc, x, c, init_loc, init_scale) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """q* = N(loc, scale) per row, fitted in blocks of QSTAR_BLOCK rows; returns (loc, scale, fits)."""
+    locs, scales, fits = [], [], []
+    for sl in _chunks(x.shape[0], QSTAR_BLOCK):
+        fit = fit_local(
+            model, x[sl], _rows(c, sl), init_loc[sl], init_scale[sl], cc.qstar_lr, cc.qstar_max_steps,
+            cc.qstar_window, cc.qstar_tol,
+        )  # fmt: skip
+        locs.append(fit.loc)
+        scales.append(fit.scale)
+        fits.append(fit)
+    return torch.cat(locs), torch.cat(scales), fits
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@torch.no_grad()
+def _guide_params(guide, x, c, idx=None, num_data=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """q's (loc, scale) for every row, QSTAR_BLOCK rows at a time (the semi-amortized guide refines each block)."""
+    locs, scales = [], []
+    for sl in _chunks(x.shape[0], QSTAR_BLOCK):
+        q = guide_distribution(guide, x[sl], _rows(c, sl), None if idx is None else idx[sl], num_data)
+        locs.append(q.base_dist.loc)
+        scales.append(q.base_dist.scale)
+    return torch.cat(locs), torch.cat(scales)
+
+
+def _rows(c, sl):
+    return None if c is None else c[sl]
 
 
 def evaluate_method(exp, cfg: Config) -> dict:
     """Train ELBO (training rows), test ELBO and test IWAE log p̂(x). A per-datapoint guide has no q for test
-    points: its test figures use q* fitted from zero under its decoder (its test-time inference)."""
+    points: its test figures use q* fitted from zero under its decoder (its test-time inference). Estimates run
+    ``eval.batch_size`` rows at a time (memory ~ batch x chunk_size x P floats)."""
     ev, cc = cfg.eval, cfg.compare
     n_train = len(exp.data.train)
-    test = exp.data.test.head(ev.num_points)
-    train_rows = exp.data.train.head(ev.num_points)
     result: dict[str, Estimate] = {}
     torch.manual_seed(ev.seed)
-    for name, split, on_train in [("train", train_rows, True), ("test", test, False)]:
+    for name, split, on_train in [("train", exp.data.train, True), ("test", exp.data.test, False)]:
+        split = split.head(ev.num_points)
+        x, c = exp.condition(split.x, split.y)
+        idx = torch.arange(len(split), device=x.device)
+        if exp.amortized or on_train:
+            loc, scale = _guide_params(
+                exp.guide, x, c, None if exp.amortized else idx, None if exp.amortized else n_train
+            )
+        else:
+            zeros = torch.zeros(x.shape[0], cfg.model.latent_dim, dtype=x.dtype, device=x.device)
+            loc, scale, _ = _qstar(exp.model, cc, x, c, zeros, torch.ones_like(zeros))
         lps, elbos = [], []
-        for batch in in_order(split, 256):
-            x, c = exp.condition(batch.x, batch.y)
-            if exp.amortized or on_train:
-                with torch.no_grad():
-                    q = guide_distribution(
-                        exp.guide, x, c, None if exp.amortized else batch.idx, None if exp.amortized else n_train
-                    )
-            else:
-                zeros = torch.zeros(x.shape[0], cfg.model.latent_dim, dtype=x.dtype, device=x.device)
-                q = _qstar(exp.model, cc, x, c, zeros, torch.ones_like(zeros)).distribution()
-            lp, el = estimates_from_q(exp.model, q, x, c, ev.num_samples, ev.chunk_size)
+        for sl in _chunks(len(split), ev.batch_size):
+            q = _normal(loc[sl], scale[sl])
+            lp, el = estimates_from_q(exp.model, q, x[sl], _rows(c, sl), ev.num_samples, ev.chunk_size)
             lps.append(lp)
             elbos.append(el)
         result[f"{name}_elbo"] = Estimate(torch.cat(elbos))
@@ -90,27 +125,35 @@ def evaluate_method(exp, cfg: Config) -> dict:
 
 def gap_decomposition(exp, cfg: Config) -> dict:
     """On the amortized run's decoder: L[q], L[q*], log p̂(x) and the gaps for ``compare.gap_points`` training
-    points; L[q_K] for the encoder refined K steps (semi-amortized inference at test time)."""
+    points; L[q_K] for the encoder refined K steps (semi-amortized inference at test time).
+
+    log p̂(x) is IWAE with the defensive mixture ½ q* + ½ q as proposal (``DefensiveMixture``): unbiased weights,
+    no choice between proposals per datapoint. Estimates run ``eval.batch_size`` points at a time, so peak memory
+    is bounded by max(eval.chunk_size, compare.elbo_samples) x eval.batch_size x (P + decoder widths) floats, plus
+    the q* fit's block (``QSTAR_BLOCK``), whatever ``gap_points`` is."""
     cc, ev = cfg.compare, cfg.eval
     split = exp.data.train.head(cc.gap_points)
     x, c = exp.condition(split.x, split.y)
     torch.manual_seed(ev.seed)
-    with torch.no_grad():
-        q = guide_distribution(exp.guide, x, c)
-    loc, scale = q.base_dist.loc, q.base_dist.scale
-    L_q = estimates_from_q(exp.model, q, x, c, cc.elbo_samples, cc.elbo_samples)[1]
+    loc, scale = _guide_params(exp.guide, x, c)
     if cc.qstar_init == "zero":
-        fit = _qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
+        qs_loc, qs_scale, fits = _qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
     else:
-        fit = _qstar(exp.model, cc, x, c, loc, scale)
-    log_px = estimates_from_q(exp.model, fit.distribution(), x, c, ev.num_samples, ev.chunk_size)[0]
-    L_qstar = estimates_from_q(exp.model, fit.distribution(), x, c, cc.elbo_samples, cc.elbo_samples)[1]
-    log_px_q = estimates_from_q(exp.model, q, x, c, ev.num_samples, ev.chunk_size)[0]
-    log_px = torch.maximum(log_px, log_px_q)  # both are stochastic lower bounds of log p(x): keep the tighter
-    refined = {}
-    for k in cc.refine_ks:
-        lk, sk = refine(exp.model, x, c, loc, scale, k, cfg.guide.refine_lr, "none")
-        refined[k] = Estimate(estimates_from_q(exp.model, _normal(lk, sk), x, c, cc.elbo_samples, cc.elbo_samples)[1])
+        qs_loc, qs_scale, fits = _qstar(exp.model, cc, x, c, loc, scale)
+    L_q, L_qstar, log_px = [], [], []
+    refined: dict[int, list[torch.Tensor]] = {k: [] for k in cc.refine_ks}
+    elbo_chunk = min(cc.elbo_samples, ev.chunk_size)
+    for sl in _chunks(len(split), ev.batch_size):
+        xs, cs = x[sl], _rows(c, sl)
+        q_s, qstar_s = _normal(loc[sl], scale[sl]), _normal(qs_loc[sl], qs_scale[sl])
+        L_q.append(estimates_from_q(exp.model, q_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        L_qstar.append(estimates_from_q(exp.model, qstar_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        log_px.append(mixture_log_px(exp.model, qstar_s, q_s, xs, cs, ev.num_samples, ev.chunk_size))
+        for k in cc.refine_ks:
+            lk, sk = refine(exp.model, xs, cs, loc[sl], scale[sl], k, cfg.guide.refine_lr, "none")
+            refined[k].append(estimates_from_q(exp.model, _normal(lk, sk), xs, cs, cc.elbo_samples, elbo_chunk)[1])
+    L_q, L_qstar, log_px = torch.cat(L_q), torch.cat(L_qstar), torch.cat(log_px)
+    refined_est = {k: Estimate(torch.cat(v)) for k, v in refined.items()}
     amort = L_qstar - L_q
     return {
         "L_q": Estimate(L_q),
@@ -118,10 +161,10 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         "log_px": Estimate(log_px),
         "approximation_gap": Estimate(log_px - L_qstar),
         "amortization_gap": Estimate(amort),
-        "qstar_steps": fit.steps,
-        "qstar_converged": fit.converged,
-        "refined": refined,
-        "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined.items()},
+        "qstar_steps": max(f.steps for f in fits),
+        "qstar_converged": all(f.converged for f in fits),
+        "refined": refined_est,
+        "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined_est.items()},
     }
 
 

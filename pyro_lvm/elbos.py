@@ -4,7 +4,8 @@ it (one torch graph, our own optimiser) and ``loss_and_grads`` otherwise (RenyiE
 - ``trace``: Trace_ELBO, -E_q[log p(x,z) - log q(z|x)], Monte Carlo over ``num_particles``.
 - ``mean_field``: TraceMeanField_ELBO, the KL(q||p) term analytic where torch registers it (Gaussian prior),
   Monte Carlo otherwise (e.g. the mixture prior): never silently wrong.
-- ``renyi``: RenyiELBO with ``alpha``; alpha = 0 and K particles is the IWAE bound log mean_k w_k.
+- ``renyi``: the Rényi bound with ``alpha`` (0: IWAE, log mean_k w_k), reduced per datapoint *before* the N/B
+  subsample scale (``pyro_lvm.renyi``; Pyro's RenyiELBO scales inside the logsumexp and is not the bound then).
 
 ``elbo.jit`` (``build_elbo``) runs ``trace`` and ``mean_field`` through Pyro's JIT (``torch.jit.trace``) with
 TorchScript's graph optimiser off: the compiled function replays the eager program's tensor operations without
@@ -30,8 +31,9 @@ from pyro import infer
 from pyro.infer.util import is_validation_enabled
 
 from pyro_lvm.registry import Registry
+from pyro_lvm.renyi import RenyiObjective
 
-ELBOS: Registry[infer.ELBO] = Registry("elbo")
+ELBOS: Registry[infer.ELBO | RenyiObjective] = Registry("elbo")
 
 
 def _common(num_particles: int, vectorize_particles: bool) -> dict:
@@ -54,8 +56,8 @@ def mean_field(num_particles: int = 1, vectorize_particles: bool = True, **_: ob
 
 
 @ELBOS.register("renyi")
-def renyi(num_particles: int = 1, vectorize_particles: bool = True, alpha: float = 0.0, **_: object) -> infer.ELBO:
-    return infer.RenyiELBO(alpha=alpha, **_common(num_particles, vectorize_particles))
+def renyi(num_particles: int = 1, vectorize_particles: bool = True, alpha: float = 0.0, **_: object) -> RenyiObjective:
+    return RenyiObjective(num_particles, vectorize_particles, alpha)
 
 
 class _JitTrace(infer.JitTrace_ELBO):
@@ -245,7 +247,7 @@ JIT_FORMS = {"trace": _JitTrace, "mean_field": _JitTraceMeanField}
 
 def build_elbo(
     name: str, jit: str = "off", num_particles: int = 1, vectorize_particles: bool = True, alpha: float = 0.0
-) -> infer.ELBO | JitWithFallback:
+) -> infer.ELBO | RenyiObjective | JitWithFallback:
     """The registered ELBO ``name``; with ``jit`` 'auto' or 'on' (and a compiled form), wrapped in JitWithFallback."""
     plain = ELBOS.build(name, num_particles=num_particles, vectorize_particles=vectorize_particles, alpha=alpha)
     if jit == "off" or name not in JIT_FORMS:

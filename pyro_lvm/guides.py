@@ -138,27 +138,48 @@ def local_elbo(
     loc: torch.Tensor,
     scale: torch.Tensor,
     num_samples: int = 1,
+    flat: bool = False,
 ) -> torch.Tensor:
     """Per-datapoint reparameterised ELBO of q = N(loc, diag scale²): mean_s log p(x, z_s | c) + H[q], (B,).
 
     The model's log joint is read from a trace with z conditioned on the samples; the Gaussian entropy is exact.
+    ``flat``: see ``log_joint_per_datapoint``.
     """
     eps = torch.randn((num_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
     z = loc + scale * eps  # (S, B, D)
-    log_joint = log_joint_per_datapoint(model, x, c, z)  # (S, B)
+    log_joint = log_joint_per_datapoint(model, x, c, z, flat)  # (S, B)
     entropy = dist.Normal(loc, scale).entropy().sum(-1)  # (B,)
     return log_joint.mean(0) + entropy
 
 
-def log_joint_per_datapoint(model: PyroModule, x, c, z: torch.Tensor) -> torch.Tensor:
-    """log p(x, z | c) for z of shape (S, B, D): returns (S, B), unscaled by any subsampling."""
-    with poutine.block(), pyro.plate("particles", z.shape[0], dim=-2):
-        trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, c)
+def _sum_log_probs(trace) -> torch.Tensor:
     total = 0.0
     for site in trace.nodes.values():
         if site["type"] == "sample":
             total = total + site["fn"].log_prob(site["value"])
     return total
+
+
+def log_joint_per_datapoint(model: PyroModule, x, c, z: torch.Tensor, flat: bool = False) -> torch.Tensor:
+    """log p(x, z | c) for z of shape (S, B, D): returns (S, B), unscaled by any subsampling.
+
+    By default the S samples get a plate at dim -2. ``flat`` folds them into the batch instead ((S·B) rows, x and c
+    repeated): for callers inside an ELBO's vectorised-particle plate, which holds dim -2 (the semi-amortized
+    guide's refinement under ``elbo.num_particles > 1``)."""
+    if flat:
+        S, B = z.shape[:2]
+
+        def fold(t):
+            return None if t is None else t.expand(S, *t.shape).reshape(S * B, *t.shape[1:])
+
+        with poutine.block():
+            trace = poutine.trace(poutine.condition(model, data={"z": z.reshape(S * B, z.shape[-1])})).get_trace(
+                fold(x), fold(c)
+            )
+        return _sum_log_probs(trace).reshape(S, B)
+    with poutine.block(), pyro.plate("particles", z.shape[0], dim=-2):
+        trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, c)
+    return _sum_log_probs(trace)
 
 
 def refine(model, x, c, loc, scale, steps: int, lr: float, backprop: str):
@@ -178,7 +199,7 @@ def refine(model, x, c, loc, scale, steps: int, lr: float, backprop: str):
                 loc, log_scale = loc.detach().requires_grad_(), log_scale.detach().requires_grad_()
             elif not loc.requires_grad:  # encoder output under no_grad (evaluation)
                 loc, log_scale = loc.requires_grad_(), log_scale.requires_grad_()
-            elbo = local_elbo(model, x, c, loc, log_scale.exp(), REFINE_SAMPLES).sum()
+            elbo = local_elbo(model, x, c, loc, log_scale.exp(), REFINE_SAMPLES, flat=True).sum()
             g_loc, g_log_scale = torch.autograd.grad(elbo, (loc, log_scale), create_graph=keep_graph)
             # Natural-gradient step: the Fisher information of N(mu, sigma²) is 1/sigma² for mu and 2 for
             # log sigma, so the step is (sigma² g_mu, g_log_sigma / 2): invariant to the posterior's scale, which

@@ -27,6 +27,9 @@ def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [row[x_key] for row in history]
     ax.plot(xs, [row["train_elbo"] for row in history], label="train ELBO (running mean)")
+    if any(row.get("beta", 1.0) != 1.0 for row in history):  # KL warm-up: what the optimiser saw differs
+        objective = [row.get("train_objective", row["train_elbo"]) for row in history]
+        ax.plot(xs, objective, linestyle="--", label="train objective, KL weighted by beta (warm-up)")
     val = [(row[x_key], row["val_elbo"]) for row in history if "val_elbo" in row]
     if val:
         ax.plot(*zip(*val, strict=True), label="validation ELBO")

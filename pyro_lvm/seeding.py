@@ -22,3 +22,19 @@ def seeded(seed: int | None = None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The CPU generator's state and each in-use CUDA generator's: what ``replayed`` takes."""
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda_devices()]
+
+
+@contextmanager
+def replayed(state: tuple[torch.Tensor, list[torch.Tensor]]) -> Iterator[None]:
+    """Run the block on a copy of the stream at ``state`` (it redraws what was drawn from there), then hand the
+    caller's stream back untouched."""
+    with torch.random.fork_rng(devices=cuda_devices()):
+        torch.set_rng_state(state[0])
+        for device, cuda_state in enumerate(state[1]):
+            torch.cuda.set_rng_state(cuda_state, device)
+        yield

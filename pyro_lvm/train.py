@@ -26,7 +26,7 @@ from pyro_lvm.elbos import loss_and_backward
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluate import mean_elbo
 from pyro_lvm.experiment import Experiment
-from pyro_lvm.seeding import cuda_devices
+from pyro_lvm.seeding import cuda_devices, replayed, rng_state
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
@@ -78,24 +78,40 @@ def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
             writer.writerows(history)
 
 
+def _bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
+    """During KL warm-up: the bound at β = 1 per datapoint, −loss(β = 1) / N, from the same draws as the step's
+    loss (the stream is replayed from before the step, then handed back, so training draws nothing extra)."""
+    with replayed(rng), torch.no_grad():
+        return -float(exp.elbo.differentiable_loss(exp.model, exp.guide, target, c, idx=idx, num_data=n)) / n
+
+
 def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[dict]:
     """Train ``exp`` for ``train.steps`` steps in total, checkpointing into ``run_dir``; returns the history.
 
-    The loss is the negative ELBO of the whole training set estimated from a batch (plate scaling N/B); the
-    history reports it per datapoint: train_elbo = -loss / N, in nats.
+    The loss is the negative ELBO of the whole training set estimated from a batch (plate scaling N/B). Each
+    history row averages, per datapoint and in nats, over the steps since the previous row:
+    - ``train_objective`` = −loss / N, what the optimiser minimised (β-weighted during KL warm-up);
+    - ``train_elbo`` = the configured bound at β = 1 (the ELBO; IWAE/Rényi for ``renyi``) on the same batches and
+      draws: equal to ``train_objective`` once β = 1, one extra forward pass per step while β < 1;
+    - ``beta`` at the row's last step, and ``val_elbo`` (amortized guides) at the row's step.
     """
     cfg = exp.cfg.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pyro.enable_validation(cfg.pyro_validation)
-    train_split = exp.data.train
+    train_split = exp.data.training_rows
     n = len(train_split)
-    batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.cfg.data.binarize == "dynamic")
+    batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.data.dynamic)
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history, summary = 0, [], {}
     if resume:
         step, history, summary = restore(exp, run_dir)
     summary["optimiser"] = exp.optim.description  # this run's, even where a resume's config changed it
+    if exp.data.dynamic:
+        summary["evaluation_data"] = (
+            "dynamic binarization: training batches are fresh Bernoulli draws of the grey images; every evaluation "
+            f"uses one fixed Bernoulli draw of each split (seed data.seed + 7 = {exp.cfg.data.seed + 7})"
+        )
     config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
     if not resume:
         if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
@@ -109,13 +125,13 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
                 b.batch_size,
                 b.lr,
                 cfg.seed,
-                exp.cfg.data.binarize == "dynamic",
+                exp.data.dynamic,
                 cfg.progress,
             )
         torch.manual_seed(cfg.seed)
     saved_step = step if resume else None  # the step of the checkpoint on disk
     elapsed = history[-1]["time_s"] if history else 0.0
-    window: list[float] = []
+    window: list[tuple[float, float]] = []  # (objective, bound at beta = 1) per step
     t0 = time.perf_counter() - elapsed
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
     try:
@@ -123,17 +139,12 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
             batch = batches.batch(step)
             target, c = exp.condition(batch.x, batch.y)
             exp.optim.zero_grad()
+            beta = kl_beta(step, cfg.kl_warmup_steps)
+            rng = rng_state() if beta != 1.0 else None
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN")
                 loss = loss_and_backward(
-                    exp.elbo,
-                    exp.model,
-                    exp.guide,
-                    target,
-                    c,
-                    idx=batch.idx,
-                    num_data=n,
-                    beta=kl_beta(step, cfg.kl_warmup_steps),
+                    exp.elbo, exp.model, exp.guide, target, c, idx=batch.idx, num_data=n, beta=beta
                 )
             value = float(loss)
             if not math.isfinite(value):
@@ -142,15 +153,18 @@ def train(exp: Experiment, run_dir: str | Path, resume: bool = False) -> list[di
                     f"loss became {value} at step {step + 1}; stopped without updating. The last good checkpoint "
                     f"({last}) in {str(run_dir)!r} is intact; lower optim.lr or set optim.clip_norm"
                 )
+            bound = -value / n if rng is None else _bound_at_beta_one(exp, rng, target, c, batch.idx, n)
             exp.optim.step()
             step += 1
-            window.append(-value / n)
+            window.append((-value / n, bound))
             bar.update(1)
             if step % eval_every == 0 or step == cfg.steps:
                 row = {
                     "step": step,
                     "epoch": step / batches.steps_per_epoch,
-                    "train_elbo": sum(window) / len(window),
+                    "train_elbo": sum(b for _, b in window) / len(window),
+                    "train_objective": sum(o for o, _ in window) / len(window),
+                    "beta": beta,
                     "time_s": time.perf_counter() - t0,
                 }
                 window = []

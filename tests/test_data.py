@@ -29,9 +29,10 @@ def test_binarization_modes():
     static = load_dataset(DataConfig(binarize="static"))
     assert set(static.train.x.unique().tolist()) == {0.0, 1.0} and static.binary
     dynamic = load_dataset(DataConfig(binarize="dynamic"))
-    assert len(dynamic.train.x.unique()) > 2  # grey, sampled per batch
+    assert len(dynamic.training_rows.x.unique()) > 2  # grey, sampled per batch
     assert set(dynamic.test.x.unique().tolist()) == {0.0, 1.0}  # sampled once
-    batch = Batches(dynamic.train, 64, seed=0, dynamic_binarize=True).batch(0)
+    assert set(dynamic.train.x.unique().tolist()) == {0.0, 1.0}  # sampled once, for evaluation
+    batch = Batches(dynamic.training_rows, 64, seed=0, dynamic_binarize=True).batch(0)
     assert set(batch.x.unique().tolist()) <= {0.0, 1.0}
 
 

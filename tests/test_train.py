@@ -5,8 +5,10 @@ import sys
 import pytest
 import torch
 from helpers import tiny_config
+from pyro.infer import Trace_ELBO
 
 from pyro_lvm import checkpoint
+from pyro_lvm.data import Batches
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.experiment import Experiment
 from pyro_lvm.train import CHECKPOINT, train
@@ -70,19 +72,20 @@ def _params(exp):
 
 
 @pytest.mark.parametrize(
-    "guide,fused,validation",
+    "guide,fused,validation,warmup",
     [
-        ("amortized", False, True),
-        ("per_datapoint", False, True),
-        ("amortized", True, True),
-        ("amortized", False, False),
+        ("amortized", False, True, 0),
+        ("per_datapoint", False, True, 0),
+        ("amortized", True, True, 0),
+        ("amortized", False, False, 0),
+        ("per_datapoint", False, False, 150),  # warm-up: the extra β = 1 pass replays the stream, draws nothing
     ],
 )
-def test_resume_is_exact(tmp_path, guide, fused, validation):
+def test_resume_is_exact(tmp_path, guide, fused, validation, warmup):
     """N steps, then resume to 2N, equals 2N steps in one go (parameters, bit for bit). With Pyro validation off
     the step is compiled (elbo.jit = auto): the resumed run compiles afresh mid-way."""
     over = {"guide": {"name": guide}, "data": {"binarize": "dynamic", "max_train": 200}, "optim": {"fused": fused}}
-    train_cfg = {"pyro_validation": validation}
+    train_cfg = {"pyro_validation": validation, "kl_warmup_steps": warmup}
     straight = Experiment.from_config(tiny_config(train={"steps": 200, **train_cfg}, **over))
     train(straight, tmp_path / "a")
     first = Experiment.from_config(tiny_config(train={"steps": 100, **train_cfg}, **over))
@@ -96,6 +99,28 @@ def test_resume_is_exact(tmp_path, guide, fused, validation):
         assert torch.equal(a[key], b[key]), key
     key = "decoder.0.weight"
     assert not torch.equal(_params(first)[key], a[key])  # the second half of training moved the parameters
+
+
+def test_warmup_history_records_the_elbo_and_the_objective(tmp_path):
+    """During KL warm-up, train_objective is −loss(β)/N and train_elbo is −loss(β = 1)/N on the same batch and
+    the same draws, both recomputed here by hand with Trace_ELBO; after warm-up the two are one number."""
+    cfg = tiny_config(train={"steps": 12, "eval_every": 1, "kl_warmup_steps": 10, "pyro_validation": False})
+    history = train(Experiment.from_config(cfg), tmp_path / "w")
+    assert [round(r["beta"], 6) for r in history[:3]] == [0.1, 0.2, 0.3]
+    assert all(r["train_elbo"] != r["train_objective"] for r in history[:9])  # the KL term is weighted by β < 1
+    assert all(r["train_elbo"] == r["train_objective"] for r in history[9:])
+    fresh = Experiment.from_config(cfg)  # same seed: same initial parameters, same first batch
+    n = len(fresh.data.train)
+    batch = Batches(fresh.data.train, 32, cfg.train.seed).batch(0)
+    losses = []
+    for beta in (0.1, 1.0):
+        torch.manual_seed(cfg.train.seed)
+        loss = Trace_ELBO().differentiable_loss(
+            fresh.model, fresh.guide, batch.x, None, idx=batch.idx, num_data=n, beta=beta
+        )
+        losses.append(-loss.item() / n)
+    assert history[0]["train_objective"] == pytest.approx(losses[0], rel=1e-6)
+    assert history[0]["train_elbo"] == pytest.approx(losses[1], rel=1e-6)
 
 
 def test_fused_adam_follows_the_loop_adam(tmp_path):

@@ -41,10 +41,22 @@ class Dataset:
     image_shape: tuple[int, int] | None  # (H, W) for image data, None otherwise
     num_classes: int
     binary: bool  # True when x is {0, 1}-valued after binarization
+    # dynamic binarization: the grey training images that training batches are drawn from (Bernoulli(x) afresh
+    # each batch); ``train`` then holds one fixed binary draw of them, which every evaluation sees
+    train_probs: Split | None = None
 
     @property
     def num_features(self) -> int:
         return self.train.x.shape[1]
+
+    @property
+    def training_rows(self) -> Split:
+        """What training batches are drawn from: the grey images under dynamic binarization, else ``train``."""
+        return self.train if self.train_probs is None else self.train_probs
+
+    @property
+    def dynamic(self) -> bool:
+        return self.train_probs is not None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Dataset:
         return Dataset(
@@ -55,6 +67,7 @@ class Dataset:
             self.image_shape,
             self.num_classes,
             self.binary,
+            None if self.train_probs is None else self.train_probs.to(device, dtype),
         )
 
 
@@ -170,8 +183,10 @@ def _linear_gaussian(cfg: DataConfig):
 
 
 def _binarize(cfg: DataConfig, ds: Dataset) -> Dataset:
-    """static: threshold every split once. dynamic: train stays grey (``Batches`` samples Bernoulli(x) per
-    batch); val/test are sampled once with a fixed seed so every evaluation sees the same binary images."""
+    """static: threshold every split once. dynamic: training batches are fresh Bernoulli(x) draws of the grey
+    training images (``Dataset.train_probs``, sampled by ``Batches``); every split, the training rows included, is
+    also sampled once with a fixed seed (data.seed + 7), and every evaluation sees those binary images: a Bernoulli
+    log-likelihood is only a probability of binary data (the usual practice in the IWAE literature)."""
     if cfg.binarize == "none":
         return ds
     if cfg.binarize == "static":
@@ -183,8 +198,8 @@ def _binarize(cfg: DataConfig, ds: Dataset) -> Dataset:
             True,
         )
     g = torch.Generator().manual_seed(cfg.seed + 7)
-    val, test = (Split(torch.bernoulli(s.x, generator=g), s.y) for s in (ds.val, ds.test))
-    return Dataset(ds.name, ds.train, val, test, ds.image_shape, ds.num_classes, True)
+    val, test, train = (Split(torch.bernoulli(s.x, generator=g), s.y) for s in (ds.val, ds.test, ds.train))
+    return Dataset(ds.name, train, val, test, ds.image_shape, ds.num_classes, True, train_probs=ds.train)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
