@@ -44,45 +44,39 @@ class RenyiObjective:
         self.num_particles, self.vectorize_particles, self.alpha = num_particles, vectorize_particles, alpha
 
     @staticmethod
-    def _site_log_probs(trace, latent_scale: float, latent_sign: float, K: int, B: int) -> torch.Tensor:
+    def _log_density(trace, beta: float, guide: bool) -> torch.Tensor:
+        """The trace's share of log w, unscaled by plates: the model's Σ observed log p + β Σ latent log p, or the
+        guide's −β Σ latent log q (its observed sites, if any, contribute nothing)."""
         total: torch.Tensor | float = 0.0
         for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
+            if site["type"] != "sample" or site_is_subsample(site) or (guide and site["is_observed"]):
                 continue
-            if site["is_observed"]:
-                if latent_sign < 0:  # an observed site in the guide contributes nothing
-                    continue
-                lp = site["fn"].log_prob(site["value"])
-            else:
-                if latent_sign < 0 and not site["fn"].has_rsample:
-                    raise PyroLVMError(
-                        f"elbo.name = 'renyi' needs reparameterised guide sites; site {site['name']!r} is not "
-                        "(use elbo.name = 'trace')"
-                    )
-                lp = latent_sign * latent_scale * site["fn"].log_prob(site["value"])
-            total = total + lp
+            if guide and not site["fn"].has_rsample:
+                raise PyroLVMError(
+                    f"elbo.name = 'renyi' needs reparameterised guide sites; site {site['name']!r} is not "
+                    "(use elbo.name = 'trace')"
+                )
+            weight = 1.0 if site["is_observed"] else (-beta if guide else beta)
+            total = total + weight * site["fn"].log_prob(site["value"])
         if not isinstance(total, torch.Tensor):
             raise PyroLVMError("elbo.name = 'renyi': the model has no sample sites to weight")
-        return total.expand(K, B)
+        return total
 
     def log_weights(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
         """Unscaled log w_k(x_b) of K fresh draws, (K, B); differentiable (pathwise)."""
-        K, B = self.num_particles, x.shape[0]
+        K, B, beta = self.num_particles, x.shape[0], float(beta)
         kwargs = dict(idx=idx, num_data=num_data, beta=1.0)  # beta is applied here, to unscaled log-densities
 
-        def one(k_shape: int) -> torch.Tensor:
+        def one() -> torch.Tensor:
             guide_trace = poutine.trace(guide).get_trace(x, c, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, c, **kwargs)
-            beta_ = float(beta)
-            return self._site_log_probs(model_trace, beta_, 1.0, k_shape, B) + self._site_log_probs(
-                guide_trace, beta_, -1.0, k_shape, B
-            )
+            return self._log_density(model_trace, beta, guide=False) + self._log_density(guide_trace, beta, guide=True)
 
         if self.vectorize_particles and K > 1:
             # the particle plate sits left of the model's "data" plate (dim -1): every site gets batch (K, B)
             with pyro.plate("renyi_particles", K, dim=-2):
-                return one(K)  # (K, B)
-        return torch.stack([one(1).reshape(B) for _ in range(K)])  # (K, B)
+                return one().expand(K, B)
+        return torch.stack([one().expand(B) for _ in range(K)])  # (K, B)
 
     def per_datapoint(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
         """L_α(x_b) for each row, (B,)."""
