@@ -24,11 +24,12 @@ import torch
 from tabulate import tabulate
 from vae_step import D, HandVAE, child_peak, hand_log_weights, make_data, print_peak, rss_mb
 
-from pyro_lvm.evaluate import estimates_from_q
+from pyro_lvm.context import scope
+from pyro_lvm.evaluation.estimates import estimates_from_q
 from pyro_lvm.guides import AmortizedGuide
-from pyro_lvm.likelihoods import BernoulliLikelihood
-from pyro_lvm.models import VAE
-from pyro_lvm.priors import StandardNormalPrior
+from pyro_lvm.models.likelihoods import BernoulliLikelihood
+from pyro_lvm.models.priors import StandardNormalPrior
+from pyro_lvm.models.vae import VAE
 
 
 @torch.no_grad()
@@ -127,4 +128,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scope():  # our modules driven by hand: module-local parameters, as inside pyro_lvm's own calls
+        main()

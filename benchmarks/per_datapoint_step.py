@@ -17,9 +17,10 @@ import time
 import torch
 
 from pyro_lvm import config
+from pyro_lvm.context import scope
 from pyro_lvm.data import Dataset, Split
-from pyro_lvm.elbos import loss_and_backward
-from pyro_lvm.experiment import Experiment
+from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer.experiment import Experiment
 
 
 def step_times(n: int, steps: int, batch: int, latent: int) -> list[float]:
@@ -64,4 +65,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scope():  # our modules driven by hand: module-local parameters, as inside pyro_lvm's own calls
+        main()

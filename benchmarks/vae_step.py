@@ -37,10 +37,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm import config
+from pyro_lvm.context import scope
 from pyro_lvm.data import Dataset, Split
-from pyro_lvm.elbos import loss_and_backward
-from pyro_lvm.experiment import Experiment
-from pyro_lvm.nets import GaussianHead, mlp
+from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.nn.nets import GaussianHead, mlp
 
 N, P, H, D = 60_000, 784, 400, 50
 LOG_2PI = math.log(2 * math.pi)
@@ -117,7 +118,8 @@ def library_step(method: str, batch: int, particles: int, data: torch.Tensor, de
         {
             "model": {"latent_dim": D, "hidden": [H]},
             "guide": {"hidden": [H]},
-            "elbo": {"name": elbo, "num_particles": particles if elbo == "renyi" else 1, "alpha": 0.0, "jit": jit},
+            "elbo": {"name": elbo, "num_particles": particles if elbo == "renyi" else 1, "jit": jit}
+            | ({"alpha": 0.0} if elbo == "renyi" else {}),
             "train": {"batch_size": batch, "progress": False, "pyro_validation": False, "device": device},
             "optim": {"fused": fused},
         }
@@ -265,4 +267,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scope():  # our modules driven by hand: module-local parameters, as inside pyro_lvm's own calls
+        main()

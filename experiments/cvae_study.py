@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyro_lvm.cvae_study import LABEL_VARIANTS, QUADRANT_VARIANTS, label_study, quadrant_study
+from pyro_lvm.context import scope
 from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.studies.cvae_study import LABEL_VARIANTS, QUADRANT_VARIANTS, label_study, quadrant_study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,4 +53,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with scope():
+        sys.exit(main())

@@ -16,9 +16,10 @@ from pathlib import Path
 from tabulate import tabulate
 
 from pyro_lvm import config
+from pyro_lvm.context import scope
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.identity import elbo_identity_study
-from pyro_lvm.theory_plots import elbo_identity
+from pyro_lvm.studies.identity import elbo_identity_study
+from pyro_lvm.studies.theory_plots import elbo_identity
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,4 +53,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with scope():
+        sys.exit(main())

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from pyro_lvm.kl_directions import kl_directions_study
-from pyro_lvm.theory_plots import kl_fits
+from pyro_lvm.context import scope
+from pyro_lvm.studies.kl_directions import kl_directions_study
+from pyro_lvm.studies.theory_plots import kl_fits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,4 +63,5 @@ def _fmt(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with scope():
+        sys.exit(main())

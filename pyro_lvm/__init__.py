@@ -1,9 +1,67 @@
-"""pyro_lvm: latent variable models on Pyro, with swappable guides and amortized vs non-amortized comparison."""
+"""pyro_lvm: latent variable models on Pyro, with swappable guides and amortized vs non-amortized comparison.
 
-import pyro
+The house, top to bottom (a layer imports only the layers below it; ``.importlinter`` checks this in CI):
+
+    cli            argument parsing, printing, exit codes
+    api            the public Python functions re-exported here (train, evaluate, compare, sample, ...)
+    studies        compare, CVAE studies, ELBO identity, KL directions, run folders, reports, figures
+    evaluation     per-datapoint ELBO / IWAE estimates, gap pieces, ArviZ diagnostics, CVAE checks
+    infer          ELBOs, optimisers, the experiment assembly, the training loop, checkpoints, local q* fits
+    guides         amortized, per-datapoint and semi-amortized guides (they refine against a model)
+    models         VAE / CVAE programs, priors, likelihoods, the completion baseline
+    data | nn      datasets, batches, conditions | plain torch networks
+    config         the TOML schema; asks the registries for component names and option schemas
+    registry | context | seeding | errors    the ground floor
+
+Components register by name in ``registry`` with their own option schemas; the registries import the built-in
+component modules by name on first use, and a user's modules through ``plugins``. Importing ``pyro_lvm`` imports
+none of this: the names below load on first access, and no global setting of Pyro or torch is changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-# Every PyroModule of the library keeps its parameters to itself: two experiments (or a KL fit and a VAE) in one
-# process share nothing through Pyro's global parameter store.
-pyro.settings.set(module_local_params=True)
+# public name -> module that defines it (loaded on first access: `import pyro_lvm` and `pyro-lvm --help` stay fast)
+_PUBLIC = {
+    "Config": "pyro_lvm.config",
+    "load_config": "pyro_lvm.api",
+    "config_from_dict": "pyro_lvm.api",
+    "with_overrides": "pyro_lvm.api",
+    "Experiment": "pyro_lvm.infer.experiment",
+    "Dataset": "pyro_lvm.data",
+    "Split": "pyro_lvm.data",
+    "from_tensors": "pyro_lvm.data",
+    "train": "pyro_lvm.api",
+    "evaluate": "pyro_lvm.api",
+    "compare": "pyro_lvm.api",
+    "sample": "pyro_lvm.api",
+    "Options": "pyro_lvm.registry",
+    "register_dataset": "pyro_lvm.registry",
+    "register_network": "pyro_lvm.registry",
+    "register_prior": "pyro_lvm.registry",
+    "register_likelihood": "pyro_lvm.registry",
+    "register_model": "pyro_lvm.registry",
+    "register_guide": "pyro_lvm.registry",
+    "register_elbo": "pyro_lvm.registry",
+    "register_optimiser": "pyro_lvm.registry",
+    "scope": "pyro_lvm.context",
+    "PyroLVMError": "pyro_lvm.errors",
+}
+
+__all__ = sorted([*_PUBLIC, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyro_lvm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

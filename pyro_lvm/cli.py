@@ -6,19 +6,22 @@ Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...`
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from tabulate import tabulate
 
+from pyro_lvm import __version__
 from pyro_lvm.errors import PyroLVMError
 
 
 def _train(args: argparse.Namespace) -> None:
     from pyro_lvm import config
-    from pyro_lvm.run import default_run_dir, run_config, train_run
-    from pyro_lvm.train import CHECKPOINT
+    from pyro_lvm.infer.train import CHECKPOINT
+    from pyro_lvm.studies.run import default_run_dir, run_config, train_run
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -26,7 +29,7 @@ def _train(args: argparse.Namespace) -> None:
     else:
         if args.config is None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
-        cfg = config.load(args.config, args.set)
+        cfg = config.load(args.config, args.set, plugins=args.plugin)
         run_dir = default_run_dir(cfg, args.config)
         if (run_dir / CHECKPOINT).exists():
             if not args.overwrite:
@@ -54,7 +57,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyro_lvm.report import evaluate_run, print_evaluation
+    from pyro_lvm.studies.report import evaluate_run, print_evaluation
 
     overrides = list(args.set)
     if args.num_samples:
@@ -67,20 +70,20 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from pyro_lvm.report import sample_run
+    from pyro_lvm.studies.report import sample_run
 
     path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions)
     print(f"wrote {path}")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from pyro_lvm.compare import compare
+    from pyro_lvm.studies.compare import compare
 
-    compare(args.config, args.set)
+    compare(args.config, args.set, plugins=args.plugin)
 
 
 def _diagnose(args: argparse.Namespace) -> None:
-    from pyro_lvm.diagnose import DiagnoseOptions, diagnose, print_diagnosis
+    from pyro_lvm.studies.diagnose import DiagnoseOptions, diagnose, print_diagnosis
 
     opts = DiagnoseOptions(
         num_points=args.num_points,
@@ -95,6 +98,7 @@ def _diagnose(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent variable models on Pyro.")
+    parser.add_argument("--version", action="version", version=f"pyro-lvm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -103,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override a config value, e.g. --set guide.name=per_datapoint (repeatable)",
+    )
+    common.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (from the current folder or PYTHONPATH) so that the components it registers can be "
+        "named; train records it in the run's config (repeatable)",
     )
 
     p = sub.add_parser("train", parents=[common], help="train a model/guide pair from a TOML config")
@@ -121,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="TOML config; its [compare] section chooses guides and gap settings")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("diagnose", help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)")
+    p = sub.add_parser(
+        "diagnose", parents=[common], help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)"
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; NUTS uses the first one's decoder")
     p.add_argument("--num-points", type=int, default=20, help="training rows for PSIS k-hat")
     p.add_argument("--num-samples", type=int, default=2000, help="importance samples per row for k-hat")
@@ -146,10 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pyro_lvm.context import scope
+    from pyro_lvm.registry import load_plugins
+
+    # A console script's sys.path starts at its bin folder; plugins are looked up where the user runs the command.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        args.func(args)
+        with scope(), warnings.catch_warnings():
+            warnings.showwarning = _one_line
+            load_plugins(args.plugin)
+            args.func(args)
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

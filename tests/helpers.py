@@ -6,10 +6,10 @@ import pyro.distributions as dist
 import torch
 
 from pyro_lvm import config
-from pyro_lvm.analytic import LinearGaussian
 from pyro_lvm.data import Dataset, Split
-from pyro_lvm.experiment import Experiment
-from pyro_lvm.identity import set_to_linear_gaussian
+from pyro_lvm.data.analytic import LinearGaussian
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.studies.identity import set_to_linear_gaussian
 
 
 def tiny_config(**sections) -> config.Config:
@@ -28,7 +28,14 @@ def tiny_config(**sections) -> config.Config:
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
+    # options given for whichever component owns them (e.g. num_components for every prior a test loops over)
+    config.prune_foreign_options(raw)
     return config.from_dict(raw)
+
+
+def data_options(**options):
+    """The validated options of a [data] section (the schema of the dataset it names)."""
+    return config.from_dict({"data": options}).data
 
 
 def orthogonal_linear_gaussian(latent_dim=2, obs_dim=5, s=0.5, seed=0) -> LinearGaussian:
@@ -71,3 +78,10 @@ def scaled_posterior(lg: LinearGaussian, x: torch.Tensor, factor: float):
     (batch (N,), event (D,)): wider than p(z|x) for factor > 1, narrower for factor < 1."""
     loc, cov = lg.posterior(x)
     return dist.Normal(loc, (factor * cov.diagonal().sqrt()).expand_as(loc)).to_event(1)
+
+
+def make_elbo(name: str, jit: str = "off", **options):
+    """The ELBO ``name`` built from its validated options, as an experiment builds it."""
+    from pyro_lvm.infer.elbos import build_elbo
+
+    return build_elbo(config.from_dict({"elbo": {"name": name, "jit": jit, **options}}).elbo)

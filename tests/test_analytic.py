@@ -6,7 +6,7 @@ import pyro
 import torch
 from helpers import linear_gaussian_experiment
 
-from pyro_lvm.guides import inverse_softplus
+from pyro_lvm.guides.per_datapoint import inverse_softplus
 
 
 def exact_experiment(n=12):

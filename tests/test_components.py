@@ -6,13 +6,11 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from pyro_lvm.elbos import ELBOS, JIT_FORMS, loss_and_backward
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluate import batch_estimates
-from pyro_lvm.experiment import Experiment
-from pyro_lvm.guides import GUIDES
-from pyro_lvm.likelihoods import LIKELIHOODS
-from pyro_lvm.priors import PRIORS
+from pyro_lvm.evaluation.estimates import batch_estimates
+from pyro_lvm.infer.elbos import JIT_FORMS, loss_and_backward
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.registry import ELBOS, GUIDES, LIKELIHOODS, PRIORS
 
 
 def _model_for(prior):

@@ -7,11 +7,12 @@ import pytest
 import torch
 from helpers import dataset_from, orthogonal_linear_gaussian, scaled_posterior, tiny_config
 
-from pyro_lvm.analytic import LinearGaussian
-from pyro_lvm.cvae_checks import class_prior_kl, generation_accuracy, mean_pairwise_kl, prior_log_px
+from pyro_lvm import config
+from pyro_lvm.data.analytic import LinearGaussian
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluate import estimates_from_q
-from pyro_lvm.experiment import Experiment
+from pyro_lvm.evaluation.cvae_checks import class_prior_kl, generation_accuracy, mean_pairwise_kl, prior_log_px
+from pyro_lvm.evaluation.estimates import estimates_from_q
+from pyro_lvm.infer.experiment import Experiment
 
 
 def conditional_linear_gaussian(n=40):
@@ -100,5 +101,7 @@ def test_mog_per_class_prior_is_the_class_component():
     assert torch.equal(p.mean, prior.locs[[3, 7]]) and torch.equal(p.stddev, prior.scales[[3, 7]])
     kl = class_prior_kl(exp.model, exp.condition, torch.float32, exp.device)  # closed form: Gaussians
     assert mean_pairwise_kl(kl) > 1.0 and torch.allclose(kl.diagonal(), torch.zeros(10))
-    with pytest.raises(PyroLVMError, match="prior.per_class .* needs prior.name = 'mog'"):
+    with pytest.raises(PyroLVMError, match="prior.per_class .* needs model.condition = 'label'"):
         tiny_config(prior={"name": "mog", "per_class": True})
+    with pytest.raises(PyroLVMError, match="'per_class' is an option of prior 'mog'"):
+        config.from_dict({"prior": {"name": "standard_normal", "per_class": True}})

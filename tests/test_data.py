@@ -3,14 +3,14 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from helpers import data_options
 
-from pyro_lvm.config import DataConfig
 from pyro_lvm.data import Batches, load_dataset
 from pyro_lvm.errors import PyroLVMError
 
 
 def test_digits_splits_shapes_ranges():
-    ds = load_dataset(DataConfig(binarize="none"))
+    ds = load_dataset(data_options(binarize="none"))
     assert ds.image_shape == (8, 8) and ds.num_features == 64 and ds.num_classes == 10
     assert len(ds.train) + len(ds.val) + len(ds.test) == 1797
     assert abs(len(ds.test) - 0.2 * 1797) <= 1
@@ -18,7 +18,7 @@ def test_digits_splits_shapes_ranges():
         assert s.x.dtype == torch.float32 and s.x.min() >= 0 and s.x.max() <= 1
         assert set(s.y.unique().tolist()) <= set(range(10))
     # deterministic, disjoint splits: no training image reappears in test
-    again = load_dataset(DataConfig(binarize="none"))
+    again = load_dataset(data_options(binarize="none"))
     assert torch.equal(ds.test.x, again.test.x)
     train_rows = {tuple(r) for r in ds.train.x.tolist()}
     dup_free = sum(tuple(r) in train_rows for r in ds.test.x.tolist())
@@ -26,9 +26,9 @@ def test_digits_splits_shapes_ranges():
 
 
 def test_binarization_modes():
-    static = load_dataset(DataConfig(binarize="static"))
+    static = load_dataset(data_options(binarize="static"))
     assert set(static.train.x.unique().tolist()) == {0.0, 1.0} and static.binary
-    dynamic = load_dataset(DataConfig(binarize="dynamic"))
+    dynamic = load_dataset(data_options(binarize="dynamic"))
     assert len(dynamic.training_rows.x.unique()) > 2  # grey, sampled per batch
     assert set(dynamic.test.x.unique().tolist()) == {0.0, 1.0}  # sampled once
     assert set(dynamic.train.x.unique().tolist()) == {0.0, 1.0}  # sampled once, for evaluation
@@ -37,7 +37,7 @@ def test_binarization_modes():
 
 
 def test_batches_carry_indices_and_cover_each_epoch():
-    ds = load_dataset(DataConfig(max_train=100))
+    ds = load_dataset(data_options(max_train=100))
     batches = Batches(ds.train, 32, seed=5)
     assert batches.steps_per_epoch == 4
     seen = torch.cat([batches.batch(s).idx for s in range(4)])
@@ -49,7 +49,7 @@ def test_batches_carry_indices_and_cover_each_epoch():
 
 def test_missing_dataset_is_one_line(tmp_path):
     with pytest.raises(PyroLVMError) as info:
-        load_dataset(DataConfig(name="mnist", root=str(tmp_path)))
+        load_dataset(data_options(name="mnist", root=str(tmp_path)))
     assert "not found" in str(info.value) and "data.download" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -67,6 +67,6 @@ def test_fashion_mnist_from_gzipped_idx(tmp_path):
     for prefix, n in [("train", 30), ("t10k", 10)]:
         _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
-    ds = load_dataset(DataConfig(name="fashion_mnist", root=str(src), binarize="none", val_fraction=0.1))
+    ds = load_dataset(data_options(name="fashion_mnist", root=str(src), binarize="none", val_fraction=0.1))
     assert ds.num_features == 784 and len(ds.test) == 10 and len(ds.train) + len(ds.val) == 30
     assert ds.train.x.min() >= 0 and ds.train.x.max() <= 1

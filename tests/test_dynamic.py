@@ -6,12 +6,12 @@ import sys
 
 import pytest
 import torch
+from helpers import data_options
 from test_experiments import EXPERIMENTS, TINY
 
-from pyro_lvm.config import DataConfig
 from pyro_lvm.data import load_dataset
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.likelihoods import BernoulliLogits
+from pyro_lvm.models.likelihoods import BernoulliLogits
 
 
 def _binary(t: torch.Tensor) -> bool:
@@ -19,13 +19,13 @@ def _binary(t: torch.Tensor) -> bool:
 
 
 def test_every_evaluated_split_is_binary_and_training_draws_from_the_grey_images():
-    ds = load_dataset(DataConfig(binarize="dynamic"))
+    ds = load_dataset(data_options(binarize="dynamic"))
     assert all(_binary(s.x) for s in (ds.train, ds.val, ds.test))
     assert not _binary(ds.training_rows.x) and ds.dynamic
     assert torch.equal(ds.train.y, ds.training_rows.y)  # the same rows, one fixed draw of each
-    again = load_dataset(DataConfig(binarize="dynamic"))
+    again = load_dataset(data_options(binarize="dynamic"))
     assert torch.equal(again.train.x, ds.train.x)  # seeded: the same draw every time
-    static = load_dataset(DataConfig(binarize="static"))
+    static = load_dataset(data_options(binarize="static"))
     assert static.training_rows is static.train and not static.dynamic
 
 

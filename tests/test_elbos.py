@@ -6,12 +6,11 @@ import warnings
 import pyro
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import make_elbo, tiny_config
 
-from pyro_lvm.elbos import build_elbo
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.experiment import Experiment
-from pyro_lvm.train import train
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.train import train
 
 
 def _loss_and_grads(exp, elbo, x, idx, seed):
@@ -32,8 +31,8 @@ def test_compiled_equals_plain_loss_and_gradients(name, particles):
     exp = Experiment.from_config(tiny_config(train={"pyro_validation": False}))
     pyro.enable_validation(False)
     x, idx = exp.data.train.x[:32], torch.arange(32)
-    jit = build_elbo(name, "auto", num_particles=particles)
-    plain = build_elbo(name, "off", num_particles=particles)
+    jit = make_elbo(name, "auto", num_particles=particles)
+    plain = make_elbo(name, "off", num_particles=particles)
     _loss_and_grads(exp, jit, x, idx, seed=0)  # the first call traces
     for seed in (1, 2):
         lj, gj = _loss_and_grads(exp, jit, x, idx, seed)
@@ -79,7 +78,7 @@ def test_compiled_mean_field_compiles_once():
     exp = Experiment.from_config(tiny_config(train={"pyro_validation": False}))
     pyro.enable_validation(False)
     x, idx = exp.data.train.x[:32], torch.arange(32)
-    elbo = build_elbo("mean_field", "auto")
+    elbo = make_elbo("mean_field", "auto")
     _loss_and_grads(exp, elbo, x, idx, 0)
     compiled = elbo.jit._differentiable_loss
     for seed in (1, 2, 3):
@@ -93,7 +92,7 @@ def test_compiled_draws_what_plain_draws_for_every_batch_shape():
     exp = Experiment.from_config(tiny_config(train={"pyro_validation": False}))
     pyro.enable_validation(False)
     x = exp.data.train.x
-    losses, elbos = {}, {jit: build_elbo("trace", jit) for jit in ("auto", "off")}
+    losses, elbos = {}, {jit: make_elbo("trace", jit) for jit in ("auto", "off")}
     for jit, elbo in elbos.items():
         torch.manual_seed(0)
         losses[jit] = [
@@ -111,20 +110,20 @@ def test_fallbacks_auto_is_silent_on_warns():
     idx = torch.arange(16)
     semi = Experiment.from_config(tiny_config(guide={"name": "semi_amortized"}, train={"pyro_validation": False}))
     pyro.enable_validation(False)
-    lp, _ = _loss_and_grads(semi, build_elbo("trace", "off"), x, idx, 0)
-    auto = build_elbo("trace", "auto")
+    lp, _ = _loss_and_grads(semi, make_elbo("trace", "off"), x, idx, 0)
+    auto = make_elbo("trace", "auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         la, _ = _loss_and_grads(semi, auto, x, idx, 0)
     assert torch.equal(la, lp) and "plain (tracing failed" in auto.path
-    on = build_elbo("trace", "on")
+    on = make_elbo("trace", "on")
     with pytest.warns(UserWarning, match="tracing failed"):
         lo, _ = _loss_and_grads(semi, on, x, idx, 0)
     assert torch.equal(lo, lp)
 
     pyro.enable_validation(True)
     exp = Experiment.from_config(tiny_config())
-    auto = build_elbo("trace", "auto")
+    auto = make_elbo("trace", "auto")
     _loss_and_grads(exp, auto, x, idx, 0)
     assert "Pyro validation is on" in auto.path and not auto._fns
 
@@ -144,7 +143,7 @@ def test_fast_bernoulli_equals_torch_bernoulli():
 
     pyro.enable_validation(False)
 
-    from pyro_lvm.likelihoods import BernoulliLogits
+    from pyro_lvm.models.likelihoods import BernoulliLogits
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)  # (K, B, P)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from helpers import linear_gaussian_experiment, scaled_posterior
 
-from pyro_lvm.compare import gap_decomposition
-from pyro_lvm.evaluate import DefensiveMixture, estimates_from_q, mixture_log_px
+from pyro_lvm.evaluation.estimates import DefensiveMixture, estimates_from_q, mixture_log_px
+from pyro_lvm.studies.compare import gap_decomposition
 
 
 @pytest.mark.slow

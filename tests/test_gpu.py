@@ -13,9 +13,9 @@ import torch
 from helpers import tiny_config
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.experiment import Experiment
 from pyro_lvm.guides import log_joint_per_datapoint
-from pyro_lvm.train import train
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.train import train
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device, and none is present; run on a GPU machine"

@@ -4,12 +4,12 @@ import pytest
 import torch
 from helpers import linear_gaussian_experiment, tiny_config
 
-from pyro_lvm.elbos import loss_and_backward
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluate import batch_estimates
-from pyro_lvm.experiment import Experiment
+from pyro_lvm.evaluation.estimates import batch_estimates
 from pyro_lvm.guides import local_elbo, refine
-from pyro_lvm.local_inference import fit_local
+from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.local_inference import fit_local
 
 
 def lg_experiment(guide: str, n=20, **guide_kw):

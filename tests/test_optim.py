@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from pyro_lvm.optim import adam
+from pyro_lvm.infer.optim import adam
 
 LR = 0.01
 

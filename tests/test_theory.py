@@ -7,9 +7,9 @@ import torch
 from helpers import linear_gaussian_experiment, scaled_posterior, tiny_config
 
 from pyro_lvm import config
-from pyro_lvm.evaluate import estimates_from_q
-from pyro_lvm.identity import elbo_identity_study
-from pyro_lvm.kl_directions import kl_directions_study
+from pyro_lvm.evaluation.estimates import estimates_from_q
+from pyro_lvm.studies.identity import elbo_identity_study
+from pyro_lvm.studies.kl_directions import kl_directions_study
 
 IDENTITY_CONFIG = "experiments/elbo_identity.toml"
 

@@ -7,11 +7,11 @@ import torch
 from helpers import tiny_config
 from pyro.infer import Trace_ELBO
 
-from pyro_lvm import checkpoint
 from pyro_lvm.data import Batches
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.experiment import Experiment
-from pyro_lvm.train import CHECKPOINT, train
+from pyro_lvm.infer import checkpoint
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.train import CHECKPOINT, train
 
 
 def cli(*args, cwd):

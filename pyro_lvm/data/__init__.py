@@ -1,7 +1,7 @@
 """Datasets (a registry), splits, binarization and index-carrying batches."""
 
 from pyro_lvm.data.batches import Batch, Batches
-from pyro_lvm.data.datasets import DATASETS, Dataset, Split, load_dataset
+from pyro_lvm.data.datasets import DataOptions, Dataset, Split, from_tensors, load_dataset
 from pyro_lvm.data.quadrants import quadrant_mask
 
-__all__ = ["DATASETS", "Batch", "Batches", "Dataset", "Split", "load_dataset", "quadrant_mask"]
+__all__ = ["Batch", "Batches", "DataOptions", "Dataset", "Split", "from_tensors", "load_dataset", "quadrant_mask"]

@@ -6,12 +6,35 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field, ValidationError
 
-from pyro_lvm.config import DataConfig
+from pyro_lvm.config.messages import format_error
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import Registry
+from pyro_lvm.registry import DATASETS, Options
+
+
+class DataOptions(Options):
+    """Options every dataset has (the base schema of the ``dataset`` registry): splits and binarization."""
+
+    binarize: Literal["none", "static", "dynamic"] = "static"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # for static binarization
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # datasets without an official test split
+    max_train: int | None = Field(None, gt=0)  # keep only the first n training rows (quick runs)
+    seed: int = 0  # the split seed, independent of the training seed
+
+
+class IdxOptions(DataOptions):
+    """The IDX datasets (MNIST, Fashion-MNIST) read through torchvision."""
+
+    root: str | None = None  # folder holding (or receiving) the IDX files
+    download: bool = False  # only ever True on purpose: runs must work offline
+
+
+DATASETS.base = DataOptions
 
 
 @dataclass
@@ -71,9 +94,6 @@ class Dataset:
         )
 
 
-DATASETS: Registry[tuple[Split, Split | None, tuple[int, int] | None, int]] = Registry("dataset")
-
-
 def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Shuffle with a fixed seed, then cut ``fraction`` of the rows off the end."""
     g = torch.Generator().manual_seed(seed)
@@ -84,7 +104,7 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 @DATASETS.register("digits")
-def _digits(cfg: DataConfig):
+def _digits(cfg: DataOptions):
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -102,7 +122,7 @@ _IDX_FILES = [
 ]
 
 
-def _cache_root(cfg: DataConfig) -> Path:
+def _cache_root(cfg: DataOptions) -> Path:
     return Path(cfg.root) if cfg.root else Path.home() / ".cache" / "pyro_lvm"
 
 
@@ -121,7 +141,7 @@ def _stage_gz_idx(source: Path, raw_folder: Path) -> bool:
     return True
 
 
-def _torchvision_idx(cls_name: str, cfg: DataConfig, debian: Path | None, how_to_get: str):
+def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_to_get: str):
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
@@ -146,8 +166,8 @@ def _torchvision_idx(cls_name: str, cfg: DataConfig, debian: Path | None, how_to
     return as_split(train), as_split(test), (28, 28), 10
 
 
-@DATASETS.register("fashion_mnist")
-def _fashion_mnist(cfg: DataConfig):
+@DATASETS.register("fashion_mnist", IdxOptions)
+def _fashion_mnist(cfg: DataOptions):
     return _torchvision_idx(
         "FashionMNIST",
         cfg,
@@ -157,8 +177,8 @@ def _fashion_mnist(cfg: DataConfig):
     )
 
 
-@DATASETS.register("mnist")
-def _mnist(cfg: DataConfig):
+@DATASETS.register("mnist", IdxOptions)
+def _mnist(cfg: DataOptions):
     return _torchvision_idx(
         "MNIST",
         cfg,
@@ -167,22 +187,22 @@ def _mnist(cfg: DataConfig):
     )
 
 
-def linear_gaussian_truth(cfg: DataConfig, dtype: torch.dtype = torch.float64):
-    """The linear-Gaussian LVM (``pyro_lvm.analytic``) that the ``linear_gaussian`` dataset samples from."""
-    from pyro_lvm.analytic import LinearGaussian
+def linear_gaussian_truth(cfg: DataOptions, dtype: torch.dtype = torch.float64):
+    """The linear-Gaussian LVM (``pyro_lvm.data.analytic``) that the ``linear_gaussian`` dataset samples from."""
+    from pyro_lvm.data.analytic import LinearGaussian
 
     lg = LinearGaussian.random(latent_dim=2, obs_dim=8, seed=cfg.seed, dtype=torch.float32)
     return LinearGaussian(lg.W.to(dtype), lg.b.to(dtype), lg.s)
 
 
 @DATASETS.register("linear_gaussian")
-def _linear_gaussian(cfg: DataConfig):
+def _linear_gaussian(cfg: DataOptions):
     """2,000 samples of a fixed linear-Gaussian LVM: x = W z + b + s * eps (``linear_gaussian_truth``)."""
     x = linear_gaussian_truth(cfg, torch.float32).sample(2000, seed=cfg.seed + 1)
     return Split(x, torch.zeros(len(x), dtype=torch.long)), None, None, 1
 
 
-def _binarize(cfg: DataConfig, ds: Dataset) -> Dataset:
+def _binarize(cfg: DataOptions, ds: Dataset) -> Dataset:
     """static: threshold every split once. dynamic: training batches are fresh Bernoulli(x) draws of the grey
     training images (``Dataset.train_probs``, sampled by ``Batches``); every split, the training rows included, is
     also sampled once with a fixed seed (data.seed + 7), and every evaluation sees those binary images: a Bernoulli
@@ -202,9 +222,54 @@ def _binarize(cfg: DataConfig, ds: Dataset) -> Dataset:
     return Dataset(ds.name, train, val, test, ds.image_shape, ds.num_classes, True, train_probs=ds.train)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load ``cfg.name``, split train/val/test with ``cfg.seed``, binarize as configured."""
+def load_dataset(cfg: DataOptions) -> Dataset:
+    """Load ``cfg.name``, split train/val/test with ``cfg.seed``, binarize as configured.
+
+    A registered dataset is a function of its options returning (train, test or None, image_shape or None,
+    num_classes) with flat float rows; ``from_tensors`` serves tensors a user already holds."""
     train, test, image_shape, num_classes = DATASETS.get(cfg.name)(cfg)
+    return _finish(cfg, train, test, image_shape, num_classes)
+
+
+def from_tensors(
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    image_shape: tuple[int, int] | None = None,
+    test: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    name: str = "tensors",
+    **options: object,
+) -> Dataset:
+    """A ``Dataset`` from tensors already in memory: ``x`` (N, P) (or (N, H, W), flattened), optional integer
+    labels ``y`` (N,), an optional test set ``test = (x_test, y_test)``; ``options`` are the data options
+    (``binarize``, ``val_fraction``, ``test_fraction``, ``seed``, ...; binarize defaults to 'none' here)."""
+    try:
+        opts = DataOptions.model_validate({"binarize": "none", **options})
+    except ValidationError as err:
+        raise PyroLVMError(format_error(err, DataOptions, "from_tensors")) from None
+    x = torch.as_tensor(x)
+    if x.dim() == 3:
+        image_shape = image_shape or (x.shape[1], x.shape[2])
+        x = x.reshape(len(x), -1)
+    if x.dim() != 2 or len(x) == 0:
+        raise PyroLVMError(f"x must be a non-empty (N, P) or (N, H, W) tensor, got shape {tuple(x.shape)}")
+
+    def split(x: torch.Tensor, y: torch.Tensor | None) -> Split:
+        x = torch.as_tensor(x).reshape(len(x), -1)
+        x = x if x.is_floating_point() else x.float()  # the experiment casts to train.dtype
+        y = torch.zeros(len(x), dtype=torch.long) if y is None else torch.as_tensor(y).long()
+        if y.shape != (len(x),):
+            raise PyroLVMError(f"labels have shape {tuple(y.shape)} but x has {len(x)} rows; pass y of shape (N,)")
+        return Split(x, y)
+
+    train = split(x, y)
+    num_classes = int(train.y.max()) + 1 if y is not None else 1
+    ds = _finish(opts, train, None if test is None else split(*test), image_shape, num_classes)
+    ds.name = name
+    return ds
+
+
+def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num_classes: int) -> Dataset:
     if test is None:  # no official test split: cut one off with the split seed
         train, test = _split_off(train, cfg.test_fraction, cfg.seed)
     train, val = _split_off(train, cfg.val_fraction, cfg.seed + 1)
@@ -212,5 +277,5 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train = Split(train.x[: cfg.max_train], train.y[: cfg.max_train])
     if cfg.binarize != "none" and (train.x.min() < 0 or train.x.max() > 1):
         raise PyroLVMError(f"dataset {cfg.name!r} is not in [0, 1]; set data.binarize = 'none'")
-    ds = Dataset(cfg.name, train, val, test, image_shape, num_classes, False)
+    ds = Dataset(getattr(cfg, "name", "tensors"), train, val, test, image_shape, num_classes, False)
     return _binarize(cfg, ds)

@@ -1,0 +1,92 @@
+"""The public Python functions (re-exported by ``pyro_lvm``): configs, experiments, training, evaluation,
+comparison and sampling from a script or notebook, with or without run folders.
+
+    import pyro_lvm
+    cfg = pyro_lvm.load_config("experiments/digits_vae.toml", ["train.steps=500"])
+    exp = pyro_lvm.Experiment.from_config(cfg)        # or from_config(cfg, pyro_lvm.from_tensors(x, y))
+    history = pyro_lvm.train(exp)                      # nothing written unless run_dir is given
+    result = pyro_lvm.evaluate(exp)                    # test ELBO, IWAE log p̂(x), baselines
+    images = pyro_lvm.sample(exp, 16)                  # decoder means of z ~ p(z)
+
+Each function runs inside ``pyro_lvm.scope()`` and restores Pyro's settings afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_lvm import config as _config
+from pyro_lvm.config import Config
+from pyro_lvm.context import scoped
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.evaluation.estimates import validation_elbo
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.train import train as _train
+from pyro_lvm.studies import compare as _compare
+from pyro_lvm.studies import report, run
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None) -> Config:
+    """Read a TOML config, import its ``plugins`` (and ``plugins``), apply ``section.key=value`` overrides."""
+    return _config.load(path, overrides, plugins)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A config from nested dicts, e.g. ``{"guide": {"name": "per_datapoint"}, "train": {"steps": 500}}``."""
+    return _config.from_dict(raw)
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A validated copy of ``cfg`` with ``section.key=value`` overrides (switching a component's ``name`` drops
+    the old component's options, with a warning naming them)."""
+    return _config.with_overrides(cfg, overrides)
+
+
+@scoped
+def train(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, figures: bool = True) -> list[dict]:
+    """Train ``exp`` for ``cfg.train.steps`` steps (SVI: minimise −ELBO estimated on batches with the N/B plate
+    scale); returns the history rows (``train_elbo``, ``val_elbo``, ...). With ``run_dir``: checkpoints, metrics,
+    the resolved config and (``figures``) the figures go there, and ``resume=True`` continues its checkpoint."""
+    history = _train(exp, run_dir, resume=resume, validate=validation_elbo)
+    if run_dir is not None and figures:
+        run.write_figures(exp, Path(run_dir), history)
+    return history
+
+
+@scoped
+def evaluate(exp: Experiment) -> dict:
+    """Per datapoint, mean ± standard error: the ELBO and the IWAE bound log p̂(x) = log (1/K) Σ_k p(x, z_k)/q(z_k|x)
+    (K = ``cfg.eval.num_samples``) on the test split (training rows for per-datapoint guides), the
+    independent-pixel baseline, active units; CVAEs add their checks. Same as ``pyro-lvm evaluate``."""
+    return report.evaluate_experiment(exp)
+
+
+@scoped
+def sample(exp: Experiment, num: int, label: int | None = None) -> torch.Tensor:
+    """Decoder means E[x | z] of ``num`` draws z ~ p(z) (label CVAE: z ~ p(z | c = label)): (num, P)."""
+    if num < 1:
+        raise PyroLVMError(f"num must be at least 1, got {num}")
+    c = None
+    if exp.condition.kind == "label":
+        if label is None:
+            raise PyroLVMError(f"this CVAE needs a label (0..{exp.condition.num_classes - 1})")
+        y = torch.full((num,), int(label), dtype=torch.long, device=exp.device)
+        c = exp.condition.labels(y, exp.data.train.x.dtype)
+    elif label is not None or exp.condition.kind != "none":
+        raise PyroLVMError(
+            f"sample(label=...) is for label CVAEs; this experiment's condition is {exp.condition.kind!r}"
+        )
+    return report.prior_samples(exp, num, c)
+
+
+@scoped
+def compare(config_path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None) -> dict:
+    """``pyro-lvm compare``: train every guide of ``compare.guides`` on the config, evaluate them on the same
+    points, decompose the amortized guide's gap; tables and figures go to ``compare.out_dir``."""
+    return _compare.compare(config_path, overrides, plugins)
+
+
+__all__ = ["compare", "config_from_dict", "evaluate", "load_config", "sample", "train", "with_overrides"]

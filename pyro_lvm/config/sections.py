@@ -1,0 +1,63 @@
+"""The fixed sections of a config: the training loop, evaluation, the completion baseline and the comparison.
+(Component sections are the schemas their components register; see ``pyro_lvm.registry``.)"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(3000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    seed: int = 0
+    eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
+    checkpoint_every: int = Field(500, gt=0)
+    kl_warmup_steps: int = Field(0, ge=0)  # beta rises linearly from 0 to 1 over these steps
+    pyro_validation: bool = False  # Pyro's distribution validation: on in tests, about 9% slower when on
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    out_dir: str | None = None  # default runs/<config stem>
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    num_samples: int = Field(5000, gt=0)  # K, importance samples per datapoint
+    chunk_size: int = Field(1000, gt=0)  # particles per vectorised call: bounds memory
+    batch_size: int = Field(16, gt=0)  # datapoints per vectorised call (memory ~ batch * chunk * P floats)
+    num_points: int | None = Field(None, gt=0)  # evaluate on the first n test points only
+    seed: int = 1
+
+
+class BaselineConfig(_Section):
+    """The deterministic NN baseline of quadrant completion (pyro_lvm.models.baseline): fitted before the CVAE, frozen."""
+
+    hidden: list[int] = Field(default_factory=lambda: [500, 500])
+    steps: int = Field(3000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0.0)
+    feed_prior: bool = False  # the prior network sees [c, E[x | f(c)]], as in the Pyro CVAE tutorial
+
+
+class CompareConfig(_Section):
+    guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"])
+    gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
+    elbo_samples: int = Field(100, gt=0)  # particles for each L[q] estimate in the gap table
+    refine_ks: list[int] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20])  # semi-amortized steps at test
+    qstar_init: Literal["zero", "encoder"] = "encoder"  # where the local optimum q* starts (Cremer et al.: zero)
+    qstar_lr: float = Field(0.01, gt=0.0)
+    qstar_max_steps: int = Field(3000, gt=0)
+    qstar_window: int = Field(100, gt=0)  # stop when the mean ELBO of a window improves by less than qstar_tol
+    qstar_tol: float = Field(0.01, ge=0.0)
+    # step size of the test-time refinement (the refine_ks row); default: the semi-amortized guide's refine_lr
+    # (compare.guide_options, else [guide]), else 0.1
+    refine_lr: float | None = Field(None, gt=0.0)
+    # options for one guide of ``guides`` only, e.g. {semi_amortized = {refine_steps = 20}}: [guide] holds the
+    # options of the guide it names, and each other guide is trained with [guide]'s options it has plus these
+    guide_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    out_dir: str | None = None  # default runs/<config stem>

@@ -1,0 +1,111 @@
+"""An experiment: the data, condition, model, guide, ELBO and optimiser that a config describes (or that a user
+hands over as objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pyro.nn import PyroModule
+
+from pyro_lvm import config as config_mod
+from pyro_lvm.config import Config
+from pyro_lvm.context import adopt, scoped
+from pyro_lvm.data import Dataset, load_dataset
+from pyro_lvm.data.conditions import Condition
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.guides import build_guide
+from pyro_lvm.infer.elbos import build_elbo
+from pyro_lvm.models.vae import build_model
+from pyro_lvm.registry import OPTIMS
+from pyro_lvm.seeding import seeded
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PyroLVMError(f"train.device = {name!r} but no CUDA device is available; use train.device = 'cpu'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise PyroLVMError(f"train.device = {name!r} is not a torch device; use 'cpu' or 'cuda'") from None
+
+
+@dataclass
+class Experiment:
+    """Everything one training run needs. ``cfg`` holds the settings of the loop (``train``, ``eval``) and, for
+    an experiment built from a config, the components' options."""
+
+    cfg: Config
+    data: Dataset
+    condition: Condition
+    model: PyroModule
+    guide: PyroModule
+    elbo: Any
+    optim: Any
+    device: torch.device
+    # False for ``from_objects``: ``cfg`` then describes the loop, not the model and guide, and is not saved as
+    # a run folder's config (the CLI could not rebuild the objects from it)
+    configured: bool = True
+
+    @classmethod
+    @scoped
+    def from_config(cls, cfg: Config, data: Dataset | None = None) -> Experiment:
+        """Build every component the config names, each with its own options; ``data`` replaces the config's
+        dataset (e.g. ``pyro_lvm.from_tensors(x, y)``). Parameter initialisation is seeded by ``train.seed``."""
+        device = resolve_device(cfg.train.device)
+        dtype = getattr(torch, cfg.train.dtype)
+        data = (data or load_dataset(cfg.data)).to(device, dtype)
+        condition = Condition.build(
+            getattr(cfg.model, "condition", "none"),
+            data.num_features,
+            data.num_classes,
+            data.image_shape,
+            getattr(cfg.model, "observed_quadrants", 1),
+        )
+        with seeded(cfg.train.seed):
+            model = build_model(cfg, condition.target_dim, condition.cond_dim).to(device, dtype)
+            guide = build_guide(
+                cfg.guide,
+                num_features=condition.target_dim,
+                latent_dim=cfg.model.latent_dim,
+                cond_dim=condition.cond_dim,
+                num_data=len(data.train),
+                model=model,
+            ).to(device, dtype)
+        return cls._assemble(cfg, data, condition, model, guide, device)
+
+    @classmethod
+    @scoped
+    def from_objects(
+        cls,
+        model: PyroModule,
+        guide: PyroModule,
+        data: Dataset,
+        cfg: Config | None = None,
+        condition: str = "none",
+        overrides: list[str] | None = None,
+    ) -> Experiment:
+        """An experiment from a model and guide the user built (any ``PyroModule``s with the signature
+        ``forward(x, c=None, *, idx=None, num_data=None, beta=1.0)``, built inside or outside ``pyro_lvm.scope``);
+        the ELBO, optimiser and loop settings come from ``cfg`` (default: the defaults) with ``--set``-style
+        ``overrides``. Its run folders hold checkpoints and metrics but no config.toml: resume it from Python."""
+        cfg = config_mod.with_overrides(cfg or Config(), list(overrides or []))
+        device = resolve_device(cfg.train.device)
+        data = data.to(device, getattr(torch, cfg.train.dtype))
+        cond = Condition.build(condition, data.num_features, data.num_classes, data.image_shape, 1)
+        dtype = getattr(torch, cfg.train.dtype)
+        model, guide = (adopt(m).to(device=device, dtype=dtype) for m in (model, guide))
+        exp = cls._assemble(cfg, data, cond, model, guide, device)
+        exp.configured = False
+        return exp
+
+    @classmethod
+    def _assemble(cls, cfg, data, condition, model, guide, device) -> Experiment:
+        optim = OPTIMS.build(cfg.optim.name, modules=[model, guide], **cfg.optim.kwargs())
+        return cls(cfg, data, condition, model, guide, build_elbo(cfg.elbo), optim, device)
+
+    @property
+    def amortized(self) -> bool:
+        """True when the guide can infer q(z|x) for unseen x (not a table of training rows)."""
+        return bool(getattr(self.guide, "amortized", True))

@@ -1,0 +1,200 @@
+"""The training loop: SVI steps with one torch optimiser, progress, validation, metrics and atomic checkpoints.
+
+Resume is exact on CPU: a checkpoint holds parameters, optimiser state, the torch RNG states (CPU, and CUDA when
+in use) and the step; batch order depends only on (seed, epoch); evaluations draw from their own RNG stream. So N
+steps + resume to 2N steps gives the same parameters as 2N steps in one go. On CUDA the streams are restored too,
+but some CUDA kernels (e.g. index backward) are not bit-deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in notebooks
+
+from pyro_lvm import config
+from pyro_lvm.context import scope
+from pyro_lvm.data import Batches
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.infer import checkpoint
+from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.models.baseline import fit_baseline
+from pyro_lvm.seeding import cuda_devices, replayed, rng_state
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.toml"
+
+
+def kl_beta(step: int, warmup: int) -> float:
+    """KL annealing weight: rises linearly from ~0 to 1 over ``warmup`` steps."""
+    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+
+
+def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> dict:
+    return {
+        "step": step,
+        "model": exp.model.state_dict(),
+        "guide": exp.guide.state_dict(),
+        "optim": exp.optim.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": [torch.cuda.get_rng_state(d) for d in cuda_devices()],
+        "history": history,
+        "summary": summary,  # e.g. the baseline's fit
+    }
+
+
+def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
+    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary)."""
+    state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
+    try:
+        exp.model.load_state_dict(state["model"])
+        exp.guide.load_state_dict(state["guide"])
+        exp.optim.load_state_dict(state["optim"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise PyroLVMError(
+            f"checkpoint in {str(run_dir)!r} does not fit this config ({str(err).splitlines()[0]}); "
+            "resume with the config saved in that run folder"
+        ) from None
+    torch.set_rng_state(state["rng"].cpu())
+    for device, rng in enumerate(state.get("cuda_rng", [])[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(rng.cpu(), device)
+    return int(state["step"]), list(state["history"]), dict(state.get("summary", {}))
+
+
+def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps({"history": history, **summary}, indent=2))
+    if history:
+        keys = sorted({k for row in history for k in row})
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def _bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
+    """During KL warm-up: the bound at β = 1 per datapoint, −loss(β = 1) / N, from the same draws as the step's
+    loss (the stream is replayed from before the step, then handed back, so training draws nothing extra)."""
+    with replayed(rng), torch.no_grad():
+        return -float(exp.elbo.differentiable_loss(exp.model, exp.guide, target, c, idx=idx, num_data=n)) / n
+
+
+def train(
+    exp: Experiment,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    validate: Callable[[Experiment], float] | None = None,
+) -> list[dict]:
+    """Train ``exp`` for ``train.steps`` steps in total, checkpointing into ``run_dir``; returns the history.
+
+    Without ``run_dir`` nothing is written (the parameters stay in ``exp``). Runs inside ``pyro_lvm.scope`` with
+    Pyro's validation set to ``train.pyro_validation``; the process's own settings are restored afterwards.
+
+    The loss is the negative ELBO of the whole training set estimated from a batch (plate scaling N/B). Each
+    history row averages, per datapoint and in nats, over the steps since the previous row:
+    - ``train_objective`` = −loss / N, what the optimiser minimised (β-weighted during KL warm-up);
+    - ``train_elbo`` = the configured bound at β = 1 (the ELBO; IWAE/Rényi for ``renyi``) on the same batches and
+      draws: equal to ``train_objective`` once β = 1, one extra forward pass per step while β < 1;
+    - ``beta`` at the row's last step, and ``val_elbo = validate(exp)`` (amortized guides; the caller passes the
+      estimator, e.g. ``pyro_lvm.evaluation.validation_elbo``: this layer does not evaluate) at the row's step.
+    """
+    if resume and run_dir is None:
+        raise PyroLVMError("resume needs the run folder to resume from: pass run_dir")
+    with scope(validation=exp.cfg.train.pyro_validation):
+        return _train(exp, None if run_dir is None else Path(run_dir), resume, validate)
+
+
+def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> list[dict]:
+    cfg = exp.cfg.train
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    train_split = exp.data.training_rows
+    n = len(train_split)
+    batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.data.dynamic)
+    eval_every = cfg.eval_every or batches.steps_per_epoch
+    step, history, summary = 0, [], {}
+    if resume:
+        step, history, summary = restore(exp, run_dir)
+    summary["optimiser"] = exp.optim.description  # this run's, even where a resume's config changed it
+    if exp.data.dynamic:
+        summary["evaluation_data"] = (
+            "dynamic binarization: training batches are fresh Bernoulli draws of the grey images; every evaluation "
+            f"uses one fixed Bernoulli draw of each split (seed data.seed + 7 = {exp.cfg.data.seed + 7})"
+        )
+    if run_dir is not None and exp.configured:
+        config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
+    if not resume:
+        if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
+            b = exp.cfg.baseline
+            summary |= fit_baseline(
+                exp.model.baseline,
+                train_split,
+                exp.data.val,
+                exp.condition,
+                b.steps,
+                b.batch_size,
+                b.lr,
+                cfg.seed,
+                exp.data.dynamic,
+                cfg.progress,
+            )
+        torch.manual_seed(cfg.seed)
+    saved_step = step if resume else None  # the step of the checkpoint on disk
+    elapsed = history[-1]["time_s"] if history else 0.0
+    window: list[tuple[float, float]] = []  # (objective, bound at beta = 1) per step
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
+    try:
+        while step < cfg.steps:
+            batch = batches.batch(step)
+            target, c = exp.condition(batch.x, batch.y)
+            exp.optim.zero_grad()
+            beta = kl_beta(step, cfg.kl_warmup_steps)
+            rng = rng_state() if beta != 1.0 else None
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Encountered NaN")
+                loss = loss_and_backward(
+                    exp.elbo, exp.model, exp.guide, target, c, idx=batch.idx, num_data=n, beta=beta
+                )
+            value = float(loss)
+            if not math.isfinite(value):
+                last = f"step {saved_step}" if saved_step is not None else "none written yet"
+                raise PyroLVMError(
+                    f"loss became {value} at step {step + 1}; stopped without updating. The last good checkpoint "
+                    f"({last}) in {str(run_dir)!r} is intact; lower optim.lr or set optim.clip_norm"
+                )
+            bound = -value / n if rng is None else _bound_at_beta_one(exp, rng, target, c, batch.idx, n)
+            exp.optim.step()
+            step += 1
+            window.append((-value / n, bound))
+            bar.update(1)
+            if step % eval_every == 0 or step == cfg.steps:
+                row = {
+                    "step": step,
+                    "epoch": step / batches.steps_per_epoch,
+                    "train_elbo": sum(b for _, b in window) / len(window),
+                    "train_objective": sum(o for o, _ in window) / len(window),
+                    "beta": beta,
+                    "time_s": time.perf_counter() - t0,
+                }
+                window = []
+                if exp.amortized and validate is not None:
+                    row["val_elbo"] = validate(exp)
+                history.append(row)
+                bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
+            if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
+                summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
+                checkpoint.save(_state(exp, step, history, summary), run_dir / CHECKPOINT)
+                saved_step = step
+                write_metrics(run_dir, history, summary)
+    finally:
+        bar.close()
+    return history

@@ -1,0 +1,180 @@
+"""What ``pyro-lvm evaluate`` and ``pyro-lvm sample`` compute for a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from pyro_lvm.context import scoped
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
+from pyro_lvm.seeding import seeded
+from pyro_lvm.studies import plots
+from pyro_lvm.studies.run import open_run
+
+
+@scoped
+def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
+    exp, run_dir = open_run(run_dir, overrides)
+    out = evaluate_experiment(exp)
+    (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+@scoped
+def evaluate_experiment(exp) -> dict:
+    """Test-set ELBO and IWAE log p̂(x) (K = eval.num_samples) with standard errors, the independent-pixel
+    baseline on the same points, and active units. Per-datapoint guides have no q for unseen points, so they are
+    evaluated on the training rows they hold (say so in the output)."""
+    ev = exp.cfg.eval
+    split_name = "test" if exp.amortized else "train"
+    split = getattr(exp.data, split_name)
+    result = evaluate_split(
+        exp.model,
+        exp.guide,
+        split,
+        exp.condition,
+        ev.num_samples,
+        ev.chunk_size,
+        ev.batch_size,
+        ev.num_points,
+        None if exp.amortized else len(exp.data.train),
+        ev.seed,
+    )
+    n = result["log_px"].values.numel()
+    points = split.head(n)
+    target, _ = exp.condition(points.x, points.y)
+    train_target, _ = exp.condition(exp.data.train.x, exp.data.train.y)
+    baseline = independent_baseline(train_target, target, exp.data.binary)
+    out = {
+        "split": split_name,
+        "num_points": n,
+        "num_samples": ev.num_samples,
+        "elbo": result["elbo"].as_dict(),
+        "log_px": result["log_px"].as_dict(),
+        "baseline_log_px": baseline.as_dict(),
+        "active_units": active_units(exp.guide, split, exp.condition) if exp.amortized else None,
+        "latent_dim": getattr(exp.model, "latent_dim", exp.cfg.model.latent_dim),
+    }
+    if exp.condition.kind != "none":
+        from pyro_lvm.evaluation.cvae_checks import label_cvae_report, prior_estimate
+
+        out["condition"] = exp.condition.kind
+        out["prior_mc_log_px"] = prior_estimate(
+            exp.model, split, exp.condition, ev.num_samples, ev.chunk_size, ev.batch_size, ev.num_points, ev.seed
+        ).as_dict()
+        if exp.condition.kind == "label":
+            out.update(label_cvae_report(exp, seed=ev.seed))
+    if exp.model.baseline is not None:
+        from pyro_lvm.models.baseline import split_log_prob
+
+        nn_values = split_log_prob(exp.model.baseline, points, exp.condition)  # (n,), exact
+        out["nn_baseline_log_px"] = Estimate(nn_values).as_dict()
+        # paired over the same points: far smaller error than the two standard errors would suggest
+        out["iwae_minus_nn_baseline"] = Estimate(result["log_px"].values - nn_values).as_dict()
+    return out
+
+
+def print_evaluation(result: dict) -> None:
+    def row(label: str, key: str) -> list:
+        return [label, result[key]["mean"], result[key]["stderr"]]
+
+    num = result["num_samples"]
+    rows = [row(f"ELBO (K={num} average)", "elbo"), row(f"IWAE log p̂(x), K={num}", "log_px")]
+    if "prior_mc_log_px" in result:
+        rows[1][0] = f"IWAE log p̂(x|c) with q(z|x,c), K={num}"
+        rows.append(row(f"prior MC log p̂(x|c), z ~ p(z|c), K={num}", "prior_mc_log_px"))
+    rows.append(row("independent-pixel baseline log p(x)", "baseline_log_px"))
+    if "nn_baseline_log_px" in result:
+        rows.append(row("NN baseline log p(x|c) (deterministic, exact)", "nn_baseline_log_px"))
+        rows.append(row("IWAE minus NN baseline (paired)", "iwae_minus_nn_baseline"))
+    print(f"{result['split']} split, {result['num_points']} points, nats per datapoint:")
+    print(tabulate(rows, headers=["estimate", "mean", "std. error"], floatfmt=".3f"))
+    if result["active_units"] is not None:
+        print(f"active units: {result['active_units']} of {result['latent_dim']}")
+    if "generation_accuracy" in result:
+        acc = " ".join(f"{k}:{100 * a:.0f}%" for k, a in enumerate(result["generation_accuracy"]))
+        print(f"samples of p(z|c=k) labelled k by a logistic regression: {acc}")
+        print(
+            f"  (lowest {100 * result['min_generation_accuracy']:.0f}%; the classifier labels real test images "
+            f"{100 * result['classifier_test_accuracy']:.0f}% right)"
+        )
+        print(f"mean pairwise KL between class priors p(z|c): {result['mean_pairwise_prior_kl']:.2f} nats")
+
+
+@scoped
+def sample_run(
+    run_dir: str | Path,
+    condition: str | None,
+    num: int,
+    overrides: list[str] | None = None,
+    rows: int = 8,
+    completions: int = 6,
+) -> Path:
+    """A PNG grid of decoder means under the prior; for label CVAEs, p(z | c = condition); for quadrant CVAEs, a
+    completion grid of the first ``rows`` test images (observed part, truth, NN baseline, ``completions``
+    draws of z ~ p(z | c))."""
+    exp, run_dir = open_run(run_dir, overrides)
+    c, name = _sample_condition(exp, condition, num)
+    if exp.condition.kind == "quadrants":
+        return _completion_grid(exp, run_dir, rows, completions)
+    images = prior_samples(exp, num, c)
+    plots.image_grid(
+        images,
+        exp.data.image_shape,
+        run_dir / name,
+        title=f"decoder means, z ~ p(z{' | c=' + condition if c is not None else ''})",
+    )
+    return run_dir / name
+
+
+def prior_samples(exp, num: int, c: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder means E[x | z] of ``num`` draws z ~ p(z | c), seeded by ``eval.seed``: (num, P)."""
+    with torch.no_grad(), seeded(exp.cfg.eval.seed):
+        return exp.model.generate(c, num)
+
+
+def _sample_condition(exp, condition: str | None, num: int) -> tuple[torch.Tensor | None, str]:
+    if exp.data.image_shape is None:
+        raise PyroLVMError(f"dataset {exp.cfg.data.name!r} is not images; nothing to draw")
+    if exp.condition.kind == "quadrants":
+        if condition is not None:
+            raise PyroLVMError("--condition applies to label CVAEs; a quadrant CVAE completes test images")
+        return None, "completions.png"
+    c = None
+    if exp.condition.kind == "label":
+        if condition is None:
+            raise PyroLVMError(f"this CVAE needs --condition LABEL (0..{exp.condition.num_classes - 1})")
+        try:
+            label = int(condition)
+        except ValueError:
+            raise PyroLVMError(f"--condition must be an integer label, got {condition!r}") from None
+        y = torch.full((num,), label, dtype=torch.long, device=exp.device)
+        c = exp.condition.labels(y, exp.data.train.x.dtype)
+    elif condition is not None:
+        raise PyroLVMError("--condition applies to label CVAEs only; this run has no label condition")
+    return c, (f"samples_c{condition}.png" if c is not None else "samples.png")
+
+
+def _completion_grid(exp, run_dir: Path, rows: int, completions: int) -> Path:
+    from pyro_lvm.evaluation.completion import completion_images
+
+    if rows < 1 or completions < 1:
+        raise PyroLVMError(f"--rows and --completions must be at least 1, got {rows} and {completions}")
+    with seeded(exp.cfg.eval.seed):
+        images = completion_images(exp.model, exp.condition, exp.data.test, rows, completions)
+    path = run_dir / "completions.png"
+    plots.image_grid(
+        images,
+        exp.data.image_shape,
+        path,
+        nrow=3 + completions,
+        title=f"observed ({exp.cfg.model.observed_quadrants} quadrant(s); hidden = grey), truth, NN baseline,\n"
+        f"then {completions} CVAE completions (decoder means of z ~ p(z|c))",
+        pad_value=1.0,
+    )
+    return path

@@ -1,0 +1,79 @@
+"""Run folders: create one for a config, reopen one (config + checkpoint), write its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pyro_lvm import config as config_mod
+from pyro_lvm.config import Config
+from pyro_lvm.context import scoped
+from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.evaluation.estimates import guide_distribution, validation_elbo
+from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.train import CONFIG, restore, train
+from pyro_lvm.studies import plots
+
+
+def default_run_dir(cfg: Config, config_path: str | Path) -> Path:
+    return Path(cfg.train.out_dir) if cfg.train.out_dir else Path("runs") / Path(config_path).stem
+
+
+def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The config saved in ``run_dir``, with ``--set`` overrides applied."""
+    if not (run_dir / CONFIG).is_file():
+        raise PyroLVMError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the folder `train` wrote")
+    return config_mod.load(run_dir / CONFIG, overrides, saved=True)
+
+
+@scoped
+def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Experiment, Path]:
+    """Rebuild the experiment saved in ``run_dir`` and load its checkpoint."""
+    run_dir = Path(run_dir)
+    exp = Experiment.from_config(run_config(run_dir, overrides))
+    restore(exp, run_dir)
+    return exp, run_dir
+
+
+@scoped
+def train_run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[Experiment, list[dict]]:
+    """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
+    then write the figures."""
+    exp = Experiment.from_config(cfg)
+    history = train(exp, run_dir, resume=resume, validate=validation_elbo)
+    write_figures(exp, run_dir, history)
+    return exp, history
+
+
+@torch.no_grad()
+@scoped
+def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[Path]:
+    """ELBO curves, reconstructions, prior samples and a latent scatter (image data only for the grids)."""
+    written = []
+    if history:
+        plots.elbo_curves(history, run_dir / "elbo_curves.png")
+        written.append(run_dir / "elbo_curves.png")
+    shape = exp.data.image_shape
+    if exp.condition.kind != "none":
+        return written  # CVAE figures come from `pyro-lvm sample`
+    split = exp.data.test if exp.amortized else exp.data.train
+    n = min(len(split), 1000)
+    x, y = split.x[:n], split.y[:n]
+    idx = None if exp.amortized else torch.arange(n, device=x.device)
+    num_data = None if exp.amortized else len(exp.data.train)
+    q = guide_distribution(exp.guide, x, None, idx, num_data)
+    if shape is not None:
+        recon = exp.model.decode_mean(q.mean[:10])
+        plots.image_grid(
+            torch.cat([x[:10], recon]),
+            shape,
+            run_dir / "reconstructions.png",
+            title="top: data, bottom: reconstruction (decoder mean at E_q[z])",
+        )
+        samples = exp.model.generate(None, 100)
+        plots.image_grid(samples, shape, run_dir / "samples.png", title="decoder means of z ~ prior")
+        written += [run_dir / "reconstructions.png", run_dir / "samples.png"]
+    plots.latent_scatter(q.mean, y, run_dir / "latent.png")
+    written.append(run_dir / "latent.png")
+    return written
