@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
+import tempfile
+import traceback
 import warnings
 from pathlib import Path
 
@@ -25,20 +26,23 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.resume:
         run_dir = Path(args.resume)
+        if args.config is not None:
+            raise PyroLVMError(
+                f"--resume continues {str(run_dir)!r} with the config saved there; drop {args.config!r} "
+                "(change what may change with --set, e.g. train.steps)"
+            )
         _, history = train_run(run_config(run_dir, args.set), run_dir, resume=True)  # overrides may extend steps
     else:
         if args.config is None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
         cfg = config.load(args.config, args.set, plugins=args.plugin)
         run_dir = default_run_dir(cfg, args.config)
-        if (run_dir / CHECKPOINT).exists():
-            if not args.overwrite:
-                raise PyroLVMError(
-                    f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, "
-                    "--overwrite to start again, or --set train.out_dir=OTHER"
-                )
-            shutil.rmtree(run_dir)
-        _, history = train_run(cfg, run_dir)
+        if (run_dir / CHECKPOINT).exists() and not args.overwrite:
+            raise PyroLVMError(
+                f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, "
+                "--overwrite to start again, or --set train.out_dir=OTHER"
+            )
+        _, history = train_run(cfg, run_dir, overwrite=args.overwrite)
     last = history[-1]
     print(
         tabulate(
@@ -96,11 +100,34 @@ def _diagnose(args: argparse.Namespace) -> None:
     print_diagnosis(diagnose(args.run_dirs, opts, args.out))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our error format: one line, exit status 2 (argparse's own prints the usage as well)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _count(limit: int, low: int = 1):
+    """An argparse type: an integer in low..limit."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {limit:,}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent variable models on Pyro.")
+    parser = _Parser(prog="pyro-lvm", description="Latent variable models on Pyro.")
     parser.add_argument("--version", action="version", version=f"pyro-lvm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--set",
         action="append",
@@ -125,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", parents=[common], help="test ELBO and importance-sampled log-likelihood")
     p.add_argument("run_dir")
-    p.add_argument("--num-samples", type=int, help="K importance samples per datapoint (eval.num_samples)")
-    p.add_argument("--num-points", type=int, help="evaluate the first n test points (eval.num_points)")
+    p.add_argument("--num-samples", type=_count(10**8), help="K importance samples per datapoint (eval.num_samples)")
+    p.add_argument("--num-points", type=_count(10**9), help="evaluate the first n test points (eval.num_points)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")
@@ -137,12 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose", parents=[common], help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)"
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; NUTS uses the first one's decoder")
-    p.add_argument("--num-points", type=int, default=20, help="training rows for PSIS k-hat")
-    p.add_argument("--num-samples", type=int, default=2000, help="importance samples per row for k-hat")
-    p.add_argument("--nuts-points", type=int, default=4, help="rows with a NUTS reference (0: skip NUTS)")
-    p.add_argument("--nuts-chains", type=int, default=4)
-    p.add_argument("--nuts-samples", type=int, default=1000, help="NUTS draws per chain")
-    p.add_argument("--nuts-warmup", type=int, default=500)
+    p.add_argument("--num-points", type=_count(10**6), default=20, help="training rows for PSIS k-hat")
+    p.add_argument("--num-samples", type=_count(10**7), default=2000, help="importance samples per row for k-hat")
+    p.add_argument(
+        "--nuts-points", type=_count(1000, low=0), default=4, help="rows with a NUTS reference (0: skip NUTS)"
+    )
+    p.add_argument("--nuts-chains", type=_count(64), default=4)
+    p.add_argument("--nuts-samples", type=_count(10**6), default=1000, help="NUTS draws per chain")
+    p.add_argument("--nuts-warmup", type=_count(10**6, low=0), default=500)
     p.add_argument("--out", help="output folder (default: the first run folder)")
     p.set_defaults(func=_diagnose)
 
@@ -153,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir")
     p.add_argument("--condition", help="CVAE label to generate, e.g. 7")
-    p.add_argument("--num", type=int, default=100, help="number of samples")
-    p.add_argument("--rows", type=int, default=8, help="quadrant CVAE: test images in the completion grid")
-    p.add_argument("--completions", type=int, default=6, help="quadrant CVAE: completions drawn per image")
+    p.add_argument("--num", type=_count(10_000), default=100, help="number of samples (at most 10,000)")
+    p.add_argument("--rows", type=_count(1000), default=8, help="quadrant CVAE: test images in the completion grid")
+    p.add_argument("--completions", type=_count(100), default=6, help="quadrant CVAE: completions drawn per image")
     p.set_defaults(func=_sample)
     return parser
 
@@ -183,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: a bug of ours, reported in one line plus a log
+        log = Path(tempfile.gettempdir()) / f"pyro-lvm-error-{os.getpid()}.log"
+        log.write_text("".join(traceback.format_exception(err)))
+        summary = str(err).splitlines()[0] if str(err) else ""
+        print(f"error: unexpected {type(err).__name__}: {summary} (a bug; traceback in {log})", file=sys.stderr)
+        return 1
     return 0
 
 

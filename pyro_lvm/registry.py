@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pyro_lvm.errors import PyroLVMError
 
 T = TypeVar("T")
 
 
-class Options(BaseModel):
-    """Base of every component's option schema: unknown keys are refused, assignments are validated."""
+# Layer widths: positive, and small enough that one layer is not a request for gigabytes (a 65,536 x 65,536 float32
+# layer is 17 GB already); the bound stops a typo before torch's allocator does, with a message.
+MAX_WIDTH = 65_536
+Widths = list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]]
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class Options(BaseModel):
+    """Base of every component's option schema: unknown keys are refused, assignments are validated, and values
+    are taken as typed (strict: "20" or true is not an integer)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of the component's factory (``name`` left out)."""

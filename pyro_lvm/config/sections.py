@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pyro_lvm.registry import Widths
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class TrainConfig(_Section):
@@ -37,7 +39,7 @@ class EvalConfig(_Section):
 class BaselineConfig(_Section):
     """The deterministic NN baseline of quadrant completion (pyro_lvm.models.baseline): fitted before the CVAE, frozen."""
 
-    hidden: list[int] = Field(default_factory=lambda: [500, 500])
+    hidden: Widths = Field(default_factory=lambda: [500, 500])
     steps: int = Field(3000, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(1e-3, gt=0.0)

@@ -136,8 +136,15 @@ def _stage_gz_idx(source: Path, raw_folder: Path) -> bool:
     for name in _IDX_FILES:
         if not (raw_folder / name).is_file():
             staged = raw_folder / f"{name}.gz"
-            shutil.copyfile(source / f"{name}.gz", staged)
-            extract_archive(str(staged), str(raw_folder), remove_finished=True)
+            try:
+                shutil.copyfile(source / f"{name}.gz", staged)
+                extract_archive(str(staged), str(raw_folder), remove_finished=True)
+            except Exception as err:  # noqa: BLE001 - a damaged archive: gzip, EOF, OS errors alike
+                for leftover in (staged, raw_folder / name):  # no half-unpacked file is taken for data later
+                    leftover.unlink(missing_ok=True)
+                raise PyroLVMError(
+                    f"could not unpack {str(source / name)}.gz ({type(err).__name__}: {err}); replace the file"
+                ) from None
     return True
 
 
@@ -157,10 +164,17 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
     try:
         train = cls(str(root), train=True, download=cfg.download and not have)
         test = cls(str(root), train=False, download=False)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise PyroLVMError(f"could not read {cls_name} from {str(root)!r} ({err}); {how_to_get}") from None
+    except Exception as err:  # noqa: BLE001 - torchvision's readers assert on bad headers; any failure is the file's
+        raise PyroLVMError(
+            f"could not read {cls_name} from {str(root)!r} ({type(err).__name__}: {err}); {how_to_get}"
+        ) from None
 
     def as_split(ds) -> Split:
+        if ds.data.dim() != 3 or tuple(ds.data.shape[1:]) != (28, 28) or len(ds.data) != len(ds.targets):
+            raise PyroLVMError(
+                f"{cls_name} files under {str(root)!r} hold {tuple(ds.data.shape)} images and {len(ds.targets)} "
+                f"labels; expected (N, 28, 28) images and N labels: {how_to_get}"
+            )
         return Split(ds.data.reshape(len(ds.data), -1).float() / 255.0, ds.targets.long())
 
     return as_split(train), as_split(test), (28, 28), 10

@@ -19,6 +19,7 @@ from pyro import poutine
 from pyro_lvm.data.batches import in_order
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.guides import log_joint_per_datapoint
+from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded
 
 
@@ -138,6 +139,13 @@ def evaluate_split(
     ``proposal(model, target, c)`` replaces the guide's q as the importance proposal (e.g. ``prior_proposal``).
     Evaluation draws from its own seeded RNG stream and leaves the training stream untouched.
     """
+    decoder = getattr(model, "decoder", None)
+    widths = split.x.shape[1] + (sum(getattr(m, "out_features", 0) for m in decoder.modules()) if decoder else 0)
+    require(
+        4 * chunk_size * min(batch_size, len(split)) * widths * split.x.element_size(),
+        f"importance sampling with eval.chunk_size = {chunk_size} particles for eval.batch_size = {batch_size} points",
+        "lower eval.chunk_size or eval.batch_size (the estimate is the same; memory is chunk x batch)",
+    )
     iwae, elbo = [], []
     with seeded(seed), torch.no_grad():
         for batch in in_order(split.head(num_points), batch_size):

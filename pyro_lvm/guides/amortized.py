@@ -17,11 +17,11 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.local import refine, sample_z
 from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.nn import GaussianHead
-from pyro_lvm.registry import GUIDES, Options
+from pyro_lvm.registry import GUIDES, Options, Widths
 
 
 class AmortizedOptions(Options):
-    hidden: list[int] = Field(default_factory=lambda: [128, 128])  # encoder widths
+    hidden: Widths = Field(default_factory=lambda: [128, 128])  # encoder widths
     net: str = "mlp"  # the encoder's network (a registered network)
 
 

@@ -1,9 +1,11 @@
 """Atomic checkpoints: written to a temporary file in the same folder, flushed, then renamed over the old one,
-so a crash never leaves a half-written checkpoint. Loaded with ``weights_only=True`` (no pickled code)."""
+so a crash never leaves a half-written checkpoint, and a failed write removes its temporary file. Loaded with
+``weights_only=True`` (no pickled code) and checked: the keys a resume needs, and finite tensors."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +14,47 @@ import torch
 from pyro_lvm.errors import PyroLVMError
 
 FORMAT = "pyro_lvm/1"
+REQUIRED = ("step", "model", "guide", "optim", "rng", "history")
+
+
+def tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) for every tensor in nested dicts / lists (a state dict, an optimiser state)."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from tensors(value, f"{prefix}.{i}")
+
+
+def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating tensor holding a NaN or infinity (sparse: its values), or None."""
+    for name, t in named:
+        if t is None or not t.is_floating_point():
+            continue
+        values = t.coalesce().values() if t.is_sparse else t
+        if not bool(torch.isfinite(values).all()):
+            return name
+    return None
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise PyroLVMError(
+            f"could not write the checkpoint {str(path)!r} ({err.strerror or err}); the previous one is intact: "
+            "free space or permissions, then resume"
+        ) from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -37,4 +70,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PyroLVMError(f"checkpoint {str(path)!r} is not a {FORMAT} checkpoint; train again to create one")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise PyroLVMError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is damaged: train again")
+    bad = first_nonfinite(tensors({k: state[k] for k in ("model", "guide", "optim")}))
+    if bad is not None:
+        raise PyroLVMError(f"checkpoint {str(path)!r} holds non-finite values ({bad}); it cannot be resumed")
     return state

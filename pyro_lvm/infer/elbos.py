@@ -40,7 +40,7 @@ from pyro_lvm.registry import ELBOS, Options
 class ElboOptions(Options):
     """Options every ELBO has (the base schema of the ``elbo`` registry)."""
 
-    num_particles: int = Field(1, gt=0)
+    num_particles: int = Field(1, gt=0, le=1_000_000)  # vectorised: memory ~ particles x batch x widths
     vectorize_particles: bool = True
     # trace / mean_field through Pyro's JIT: the plain ELBO's gradients bit for bit, 1.3x -> 1.07x the
     # hand-written step at batch 128 on 2 CPU cores. auto: compiled where possible, else plain; on: also warn

@@ -19,6 +19,7 @@ from pyro_lvm.guides import build_guide
 from pyro_lvm.infer.elbos import build_elbo
 from pyro_lvm.models.vae import build_model
 from pyro_lvm.registry import OPTIMS
+from pyro_lvm.resources import mlp_parameters, require
 from pyro_lvm.seeding import seeded
 
 
@@ -29,6 +30,29 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise PyroLVMError(f"train.device = {name!r} is not a torch device; use 'cpu' or 'cuda'") from None
+
+
+def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype) -> None:
+    """Parameters, gradients and two Adam moments of the MLPs and per-datapoint tables the config asks for, and a
+    training batch's activations, against the machine's memory, before anything is built."""
+    D, count = cfg.model.latent_dim, 0
+    if getattr(cfg.model, "net", None) == "mlp":
+        count += mlp_parameters([D + cond_dim, *cfg.model.hidden, num_features])
+    if getattr(cfg.guide, "net", None) == "mlp":
+        count += mlp_parameters([num_features + cond_dim, *cfg.guide.hidden, 2 * D])
+    if getattr(cfg.prior, "net", None) == "mlp":
+        count += mlp_parameters([cond_dim, *cfg.prior.hidden, 2 * D])
+    count += 2 * num_data * D if cfg.guide.name == "per_datapoint" else 0
+    count += getattr(cfg.prior, "num_components", 0) * (2 * D + 1 + num_features)
+    widths = num_features + D + sum(getattr(cfg.model, "hidden", [])) + sum(getattr(cfg.guide, "hidden", []))
+    # forward values of one batch, kept for the backward pass (x4: pre- and post-activation, and their gradients)
+    activations = min(cfg.train.batch_size, num_data) * cfg.elbo.num_particles * widths * 4
+    size = torch.finfo(dtype).bits // 8
+    require(
+        (4 * count + activations) * size,
+        "the model, guide and optimiser state (with one batch's activations)",
+        "lower the widths (hidden), model.latent_dim, prior.num_components, train.batch_size or elbo.num_particles",
+    )
 
 
 @dataclass
@@ -63,6 +87,7 @@ class Experiment:
             data.image_shape,
             getattr(cfg.model, "observed_quadrants", 1),
         )
+        _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
         with seeded(cfg.train.seed):
             model = build_model(cfg, condition.target_dim, condition.cond_dim).to(device, dtype)
             guide = build_guide(

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in notebooks
@@ -26,6 +27,7 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.infer.lock import run_lock
 from pyro_lvm.models.baseline import fit_baseline
 from pyro_lvm.seeding import cuda_devices, replayed, rng_state
 
@@ -38,8 +40,20 @@ def kl_beta(step: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
 
 
+# What a run *is*: a resume or an evaluation with any of these changed would silently be another run.
+IDENTITY_SECTIONS = ("data", "model", "prior", "likelihood", "guide")
+IDENTITY_TRAIN = ("seed", "batch_size", "dtype", "kl_warmup_steps")
+
+
+def identity(cfg) -> dict:
+    raw = config.to_dict(cfg)
+    keys = {f"{s}.{k}": v for s in IDENTITY_SECTIONS for k, v in raw[s].items()}
+    return keys | {f"train.{k}": raw["train"].get(k) for k in IDENTITY_TRAIN}
+
+
 def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> dict:
     return {
+        "identity": identity(exp.cfg) if exp.configured else {},
         "step": step,
         "model": exp.model.state_dict(),
         "guide": exp.guide.state_dict(),
@@ -54,6 +68,13 @@ def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> di
 def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
     """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary)."""
     state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
+    saved, now = state.get("identity") or {}, identity(exp.cfg) if exp.configured else {}
+    for key in sorted(set(saved) | set(now)) if saved and now else []:
+        if saved.get(key) != now.get(key):
+            raise PyroLVMError(
+                f"{key} is {now.get(key)!r} here but the checkpoint in {str(run_dir)!r} was trained with "
+                f"{saved.get(key)!r}; a run continues with its own config: start a new run to change it"
+            )
     try:
         exp.model.load_state_dict(state["model"])
         exp.guide.load_state_dict(state["guide"])
@@ -63,10 +84,16 @@ def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
             f"checkpoint in {str(run_dir)!r} does not fit this config ({str(err).splitlines()[0]}); "
             "resume with the config saved in that run folder"
         ) from None
+    step = int(state["step"])
+    if step > exp.cfg.train.steps:
+        raise PyroLVMError(
+            f"the checkpoint in {str(run_dir)!r} is at step {step}, beyond train.steps = {exp.cfg.train.steps}; "
+            f"resume with --set train.steps=N for some N >= {step}"
+        )
     torch.set_rng_state(state["rng"].cpu())
     for device, rng in enumerate(state.get("cuda_rng", [])[: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(rng.cpu(), device)
-    return int(state["step"]), list(state["history"]), dict(state.get("summary", {}))
+    return step, list(state["history"]), dict(state.get("summary", {}))
 
 
 def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
@@ -86,14 +113,47 @@ def _bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
         return -float(exp.elbo.differentiable_loss(exp.model, exp.guide, target, c, idx=idx, num_data=n)) / n
 
 
+def gradient_check(exp: Experiment) -> Callable[[], str | None]:
+    """A per-step test of the gradients: one sum per tensor and one synchronisation, ~2% of a digits step
+    (benchmarks/nonfinite_check.py). Returns the name of a non-finite gradient, or of the overflow, or None."""
+    params = [
+        (f"{prefix}.{name}", p)
+        for prefix, module in (("model", exp.model), ("guide", exp.guide))
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    ]
+
+    def check() -> str | None:
+        grads = [(name, p.grad) for name, p in params if p.grad is not None]
+        sums = [(g._values() if g.is_sparse else g).sum() for _, g in grads]  # sparse rows: their values
+        if not sums or bool(torch.isfinite(torch.stack(sums)).all()):
+            return None
+        return checkpoint.first_nonfinite(grads) or "(finite values whose sum overflows)"
+
+    return check
+
+
+def _stop(step: int, what: str, bad: str, run_dir: Path | None, saved_step: int | None) -> NoReturn:
+    """A NaN or infinite gradient (checked every step, before the update) or parameter / optimiser moment (checked
+    before each checkpoint) stops the run, naming the step and the tensor; the last checkpoint stays as it was."""
+    kept = "nothing was saved"
+    if run_dir is not None and saved_step is not None:
+        kept = f"the last good checkpoint (step {saved_step}) in {str(run_dir)!r} is intact"
+    raise PyroLVMError(
+        f"non-finite {what} {bad} at step {step}; stopped without saving: {kept}; lower optim.lr or set optim.clip_norm"
+    )
+
+
 def train(
     exp: Experiment,
     run_dir: str | Path | None = None,
     resume: bool = False,
     validate: Callable[[Experiment], float] | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train ``exp`` for ``train.steps`` steps in total, checkpointing into ``run_dir``; returns the history.
 
+    ``overwrite``: empty ``run_dir`` first (under its lock, so never under another writer's feet).
     Without ``run_dir`` nothing is written (the parameters stay in ``exp``). Runs inside ``pyro_lvm.scope`` with
     Pyro's validation set to ``train.pyro_validation``; the process's own settings are restored afterwards.
 
@@ -108,7 +168,10 @@ def train(
     if resume and run_dir is None:
         raise PyroLVMError("resume needs the run folder to resume from: pass run_dir")
     with scope(validation=exp.cfg.train.pyro_validation):
-        return _train(exp, None if run_dir is None else Path(run_dir), resume, validate)
+        if run_dir is None:
+            return _train(exp, None, resume, validate)
+        with run_lock(Path(run_dir), clear=overwrite and not resume):  # one writer per folder (infer/lock.py)
+            return _train(exp, Path(run_dir), resume, validate)
 
 
 def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> list[dict]:
@@ -150,6 +213,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     elapsed = history[-1]["time_s"] if history else 0.0
     window: list[tuple[float, float]] = []  # (objective, bound at beta = 1) per step
     t0 = time.perf_counter() - elapsed
+    grads_finite = gradient_check(exp)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
     try:
         while step < cfg.steps:
@@ -170,6 +234,9 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
                     f"loss became {value} at step {step + 1}; stopped without updating. The last good checkpoint "
                     f"({last}) in {str(run_dir)!r} is intact; lower optim.lr or set optim.clip_norm"
                 )
+            bad = grads_finite()
+            if bad is not None:
+                _stop(step + 1, "gradient", bad, run_dir, saved_step)
             bound = -value / n if rng is None else _bound_at_beta_one(exp, rng, target, c, batch.idx, n)
             exp.optim.step()
             step += 1
@@ -192,7 +259,11 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
             if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
                 summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
-                checkpoint.save(_state(exp, step, history, summary), run_dir / CHECKPOINT)
+                state = _state(exp, step, history, summary)  # never save a poisoned state over the last good one
+                bad = checkpoint.first_nonfinite(checkpoint.tensors(state))
+                if bad is not None:
+                    _stop(step, "state", bad, run_dir, saved_step)
+                checkpoint.save(state, run_dir / CHECKPOINT)
                 saved_step = step
                 write_metrics(run_dir, history, summary)
     finally:

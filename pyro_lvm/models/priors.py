@@ -19,21 +19,21 @@ from torch.distributions import constraints
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.nn import GaussianHead
-from pyro_lvm.registry import PRIORS, Options
+from pyro_lvm.registry import MAX_WIDTH, PRIORS, Options, Widths
 
 
 class ConditionalOptions(Options):
-    hidden: list[int] = Field(default_factory=lambda: [128])  # the prior network's widths
+    hidden: Widths = Field(default_factory=lambda: [128])  # the prior network's widths
     net: str = "mlp"
 
 
 class MixtureOptions(Options):
-    num_components: int = Field(10, gt=0)
+    num_components: int = Field(10, gt=0, le=MAX_WIDTH)
     per_class: bool = False  # with a label CVAE: one component per class, p(z|c=k) = component k
 
 
 class VampOptions(Options):
-    num_components: int = Field(10, gt=0)  # pseudo-inputs
+    num_components: int = Field(10, gt=0, le=MAX_WIDTH)  # pseudo-inputs
 
 
 @PRIORS.register("standard_normal")

@@ -21,15 +21,15 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import LIKELIHOODS, MODELS, NETWORKS, PRIORS, Options
+from pyro_lvm.registry import LIKELIHOODS, MAX_WIDTH, MODELS, NETWORKS, PRIORS, Options, Widths
 from pyro_lvm.seeding import seeded
 
 
 class ModelOptions(Options):
     """Options every model has (the base schema of the ``model`` registry)."""
 
-    latent_dim: int = Field(8, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [128, 128])  # decoder widths
+    latent_dim: int = Field(8, gt=0, le=MAX_WIDTH)
+    hidden: Widths = Field(default_factory=lambda: [128, 128])  # decoder widths
     net: str = "mlp"  # the decoder's network (a registered network)
 
 

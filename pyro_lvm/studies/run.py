@@ -37,11 +37,13 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[E
 
 
 @scoped
-def train_run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[Experiment, list[dict]]:
+def train_run(
+    cfg: Config, run_dir: Path, resume: bool = False, overwrite: bool = False
+) -> tuple[Experiment, list[dict]]:
     """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
     then write the figures."""
     exp = Experiment.from_config(cfg)
-    history = train(exp, run_dir, resume=resume, validate=validation_elbo)
+    history = train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
     write_figures(exp, run_dir, history)
     return exp, history
 

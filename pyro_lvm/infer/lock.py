@@ -1,0 +1,53 @@
+"""One writer per run folder: an OS file lock (``fcntl.flock``) on ``RUN/.lock`` held while a run trains.
+
+The kernel releases the lock when its process ends, however it ends (kill -9 included), so a stale ``.lock`` file
+never blocks; a second writer while the first is alive gets one line naming the process that holds the folder.
+``--overwrite`` clears the folder while holding the lock, so it cannot delete a folder another run is writing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyro_lvm.errors import PyroLVMError
+
+LOCK = ".lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path, clear: bool = False) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block; with ``clear``, first empty the folder (all but the lock)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+    except OSError as err:
+        raise PyroLVMError(
+            f"cannot write the run folder {str(run_dir)!r} ({err.strerror}); choose another with "
+            "--set train.out_dir=OTHER"
+        ) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise PyroLVMError(
+                f"run folder {str(run_dir)!r} is in use by another pyro-lvm process (pid {holder}); wait for it to "
+                "finish, or write elsewhere with --set train.out_dir=OTHER"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        if clear:
+            for entry in run_dir.iterdir():
+                if entry.name != LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
