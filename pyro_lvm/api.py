@@ -46,11 +46,18 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 @scoped
-def train(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, figures: bool = True) -> list[dict]:
+def train(
+    exp: Experiment,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    figures: bool = True,
+    overwrite: bool = False,
+) -> list[dict]:
     """Train ``exp`` for ``cfg.train.steps`` steps (SVI: minimise −ELBO estimated on batches with the N/B plate
     scale); returns the history rows (``train_elbo``, ``val_elbo``, ...). With ``run_dir``: checkpoints, metrics,
-    the resolved config and (``figures``) the figures go there, and ``resume=True`` continues its checkpoint."""
-    history = _train(exp, run_dir, resume=resume, validate=validation_elbo)
+    the resolved config and (``figures``) the figures go there; ``resume=True`` continues its checkpoint and
+    ``overwrite=True`` replaces the run it holds."""
+    history = _train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
     if run_dir is not None and figures:
         run.write_figures(exp, Path(run_dir), history)
     return history

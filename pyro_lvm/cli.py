@@ -21,7 +21,6 @@ from pyro_lvm.errors import PyroLVMError
 
 def _train(args: argparse.Namespace) -> None:
     from pyro_lvm import config
-    from pyro_lvm.infer.train import CHECKPOINT
     from pyro_lvm.studies.run import default_run_dir, run_config, train_run
 
     if args.resume:
@@ -37,11 +36,6 @@ def _train(args: argparse.Namespace) -> None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
         cfg = config.load(args.config, args.set, plugins=args.plugin)
         run_dir = default_run_dir(cfg, args.config)
-        if (run_dir / CHECKPOINT).exists() and not args.overwrite:
-            raise PyroLVMError(
-                f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, "
-                "--overwrite to start again, or --set train.out_dir=OTHER"
-            )
         _, history = train_run(cfg, run_dir, overwrite=args.overwrite)
     last = history[-1]
     print(
@@ -212,11 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine's refusal (disk full, permissions) of a file we write or read
+        print(f"error: {err.strerror or err}: {err.filename or ''}; free space or fix permissions", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - the last resort: a bug of ours, reported in one line plus a log
-        log = Path(tempfile.gettempdir()) / f"pyro-lvm-error-{os.getpid()}.log"
-        log.write_text("".join(traceback.format_exception(err)))
         summary = str(err).splitlines()[0] if str(err) else ""
-        print(f"error: unexpected {type(err).__name__}: {summary} (a bug; traceback in {log})", file=sys.stderr)
+        try:
+            fd, log = tempfile.mkstemp(prefix="pyro-lvm-error-", suffix=".log")
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(traceback.format_exception(err)))
+            where = f"traceback in {log}"
+        except OSError:
+            where = "no log could be written"
+        print(f"error: unexpected {type(err).__name__}: {summary} (a bug; {where})", file=sys.stderr)
         return 1
     return 0
 

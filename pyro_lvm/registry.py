@@ -36,7 +36,7 @@ class Options(BaseModel):
     """Base of every component's option schema: unknown keys are refused, assignments are validated, and values
     are taken as typed (strict: "20" or true is not an integer)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of the component's factory (``name`` left out)."""

@@ -41,6 +41,9 @@ def test_overrides_are_typed_and_applied(tmp_path):
         ({"elbo": {"name": "x"}}, ["unknown elbo 'x'", "trace", "renyi"]),
         ({"data": {"name": "cifar"}}, ["unknown dataset 'cifar'", "digits", "fashion_mnist"]),
         ({"model": {"name": "cvae"}}, ["needs model.condition"]),
+        ({"optim": {"lr": float("inf")}}, ["'optim.lr'", "finite number"]),
+        ({"train": {"steps": "20"}}, ["'train.steps'", "integer", "'20'"]),
+        ({"model": {"hidden": [0]}}, ["'model.hidden.0'", "greater than 0"]),
     ],
 )
 def test_validation_errors_name_the_key(raw, words):

@@ -54,8 +54,11 @@ def test_a_second_writer_is_refused_and_a_stale_lock_does_not_block(tmp_path):
         done = _cli(["train", "c.toml"], tmp_path)
         assert done.returncode == 2 and done.stderr.count("\n") == 1
         assert "in use by another pyro-lvm process (pid 4242)" in done.stderr
+        (run / "config.toml").write_text("the running train's")
         overwrite = _cli(["train", "c.toml", "--overwrite"], tmp_path)
-        assert overwrite.returncode == 2 and not any(run.glob("*.pt"))
+        assert overwrite.returncode == 2 and "in use by another pyro-lvm process" in overwrite.stderr
+        assert (run / "config.toml").read_text() == "the running train's"  # nothing cleared under the holder
+    (run / "config.toml").unlink()
     # the holder is gone (as after kill -9): its lock file stays, and blocks nothing
     assert (run / ".lock").exists()
     done = _cli(["train", "c.toml"], tmp_path)
@@ -120,6 +123,13 @@ def test_nan_in_a_gradient_or_an_adam_moment_stops_before_the_checkpoint_is_over
     assert state["step"] == 4
 
 
+def test_train_never_clears_a_folder_that_holds_no_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PyroLVMError, match="is not empty and holds no run"):
+        train(Experiment.from_config(tiny_config()), tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_damaged_checkpoints_are_refused_with_one_line(tmp_path):
     cfg = tiny_config(train={"steps": 4, "checkpoint_every": 2})
     train(Experiment.from_config(cfg), tmp_path)
@@ -159,8 +169,18 @@ def test_a_resume_or_evaluation_that_changes_what_the_run_is_is_refused(tmp_path
             changed = tiny_config(**{k: {**v, "steps": 6} if k == "train" else v for k, v in change.items()})
             train(Experiment.from_config(changed), tmp_path, resume=True)
         assert "\n" not in str(info.value)
-    history = train(Experiment.from_config(tiny_config(train={"steps": 6, "checkpoint_every": 2})), tmp_path, True)
-    assert history[-1]["step"] == 6  # more steps is what a resume is for
+    from pyro_lvm.infer.train import restore
+
+    # what may change: more steps, the ELBO, the optimiser; test-time settings for an evaluation
+    more = tiny_config(train={"steps": 6, "checkpoint_every": 2}, optim={"lr": 0.01}, elbo={"num_particles": 2})
+    history = train(Experiment.from_config(more), tmp_path, True)
+    assert history[-1]["step"] == 6
+    evaluation = tiny_config(train={"seed": 3, "steps": 1}, eval={"num_samples": 7}, data={"root": "/elsewhere"})
+    assert restore(Experiment.from_config(evaluation), tmp_path)[0] == 6  # train.* is checked on resume only
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["identity"]  # a checkpoint written before runs recorded their identity
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert restore(Experiment.from_config(tiny_config(data={"seed": 5})), tmp_path)[0] == 6
     (tmp_path / "c.toml").write_text(CONFIG)
     both = _cli(["train", "c.toml", "--resume", str(tmp_path)], tmp_path)
     assert both.returncode == 2 and "drop 'c.toml'" in both.stderr
@@ -201,7 +221,8 @@ def test_kill_9_at_a_random_moment_then_resume_gives_the_uninterrupted_parameter
         time.sleep(0.05)
     time.sleep(random.Random(0).uniform(0.0, 0.5))
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["step"] < 400
     resumed = _cli(["train", "--resume", "killed"], tmp_path)  # the dead process's lock blocks nothing
     assert resumed.returncode == 0, resumed.stderr
     a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)

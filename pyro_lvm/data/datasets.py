@@ -27,9 +27,7 @@ class DataOptions(Options):
     seed: int = 0  # the split seed, independent of the training seed
 
 
-class IdxOptions(DataOptions):
-    """The IDX datasets (MNIST, Fashion-MNIST) read through torchvision."""
-
+class IdxOptions(DataOptions):  # the IDX datasets (MNIST, Fashion-MNIST) read through torchvision
     root: str | None = None  # folder holding (or receiving) the IDX files
     download: bool = False  # only ever True on purpose: runs must work offline
 
@@ -154,26 +152,32 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
     cls = getattr(tvd, cls_name)
     root = _cache_root(cfg)
     raw_folder = root / cls_name / "raw"
-    have = all((raw_folder / name).is_file() for name in _IDX_FILES)
+    have = cached = all((raw_folder / name).is_file() for name in _IDX_FILES)
     if not have and cfg.root:
         have = _stage_gz_idx(Path(cfg.root), raw_folder)
     if not have and debian is not None:
         have = _stage_gz_idx(debian, raw_folder)
     if not have and not cfg.download:
         raise PyroLVMError(f"{cls_name} IDX files not found under {str(root)!r}; {how_to_get}")
+
+    def unusable(why: str) -> PyroLVMError:
+        if not cached:  # files unpacked just now are dropped, so a replaced archive is unpacked afresh
+            for name in _IDX_FILES:
+                (raw_folder / name).unlink(missing_ok=True)
+        hint = "" if not cached else f" (unpacked earlier in {str(raw_folder)!r}: delete that folder to unpack again)"
+        return PyroLVMError(f"could not read {cls_name} from {str(root)!r}{hint}: {why}; {how_to_get}")
+
     try:
         train = cls(str(root), train=True, download=cfg.download and not have)
         test = cls(str(root), train=False, download=False)
     except Exception as err:  # noqa: BLE001 - torchvision's readers assert on bad headers; any failure is the file's
-        raise PyroLVMError(
-            f"could not read {cls_name} from {str(root)!r} ({type(err).__name__}: {err}); {how_to_get}"
-        ) from None
+        raise unusable(f"{type(err).__name__}: {err}") from None
 
     def as_split(ds) -> Split:
         if ds.data.dim() != 3 or tuple(ds.data.shape[1:]) != (28, 28) or len(ds.data) != len(ds.targets):
-            raise PyroLVMError(
-                f"{cls_name} files under {str(root)!r} hold {tuple(ds.data.shape)} images and {len(ds.targets)} "
-                f"labels; expected (N, 28, 28) images and N labels: {how_to_get}"
+            raise unusable(
+                f"the files hold {tuple(ds.data.shape)} images and {len(ds.targets)} labels, not (N, 28, 28) images "
+                "and N labels"
             )
         return Split(ds.data.reshape(len(ds.data), -1).float() / 255.0, ds.targets.long())
 

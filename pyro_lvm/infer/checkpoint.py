@@ -73,7 +73,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise PyroLVMError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is damaged: train again")
-    bad = first_nonfinite(tensors({k: state[k] for k in ("model", "guide", "optim")}))
+    bad = first_nonfinite(tensors({k: state[k] for k in ("model", "guide")}))
     if bad is not None:
         raise PyroLVMError(f"checkpoint {str(path)!r} holds non-finite values ({bad}); it cannot be resumed")
     return state

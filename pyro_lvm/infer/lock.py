@@ -2,12 +2,12 @@
 
 The kernel releases the lock when its process ends, however it ends (kill -9 included), so a stale ``.lock`` file
 never blocks; a second writer while the first is alive gets one line naming the process that holds the folder.
-``--overwrite`` clears the folder while holding the lock, so it cannot delete a folder another run is writing.
+``--overwrite`` clears a run folder (``clear``) while holding the lock, so it cannot delete a folder another run is
+writing. Without ``fcntl`` (not POSIX) runs go unlocked.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,12 +16,17 @@ from pathlib import Path
 
 from pyro_lvm.errors import PyroLVMError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 LOCK = ".lock"
 
 
 @contextmanager
-def run_lock(run_dir: Path, clear: bool = False) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the block; with ``clear``, first empty the folder (all but the lock)."""
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block (creating the folder)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
@@ -32,7 +37,8 @@ def run_lock(run_dir: Path, clear: bool = False) -> Iterator[None]:
         ) from None
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
@@ -44,10 +50,13 @@ def run_lock(run_dir: Path, clear: bool = False) -> Iterator[None]:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        if clear:
-            for entry in run_dir.iterdir():
-                if entry.name != LOCK:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def clear(run_dir: Path) -> None:
+    """Empty a run folder whose lock this process holds (all but the lock)."""
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()

@@ -27,7 +27,7 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.lock import run_lock
+from pyro_lvm.infer.lock import LOCK, clear, run_lock
 from pyro_lvm.models.baseline import fit_baseline
 from pyro_lvm.seeding import cuda_devices, replayed, rng_state
 
@@ -40,15 +40,17 @@ def kl_beta(step: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
 
 
-# What a run *is*: a resume or an evaluation with any of these changed would silently be another run.
+# What a run *is*: an evaluation (or a resume) with any of these changed would silently be another run. Not: where
+# files are (data.root), test-time settings (the semi-amortized guide's refinement), what may change on resume.
+NOT_IDENTITY = {"data.root", "data.download", "guide.refine_steps", "guide.refine_lr", "guide.refine_backprop"}
 IDENTITY_SECTIONS = ("data", "model", "prior", "likelihood", "guide")
-IDENTITY_TRAIN = ("seed", "batch_size", "dtype", "kl_warmup_steps")
+RESUME_IDENTITY = ("seed", "batch_size", "dtype", "kl_warmup_steps")  # train.*: the trajectory, for resumes only
 
 
 def identity(cfg) -> dict:
     raw = config.to_dict(cfg)
-    keys = {f"{s}.{k}": v for s in IDENTITY_SECTIONS for k, v in raw[s].items()}
-    return keys | {f"train.{k}": raw["train"].get(k) for k in IDENTITY_TRAIN}
+    keys = {f"{s}.{k}": v for s in IDENTITY_SECTIONS for k, v in raw[s].items() if f"{s}.{k}" not in NOT_IDENTITY}
+    return keys | {f"train.{k}": raw["train"].get(k) for k in RESUME_IDENTITY}
 
 
 def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> dict:
@@ -65,15 +67,16 @@ def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> di
     }
 
 
-def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
-    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary)."""
+def restore(exp: Experiment, run_dir: Path, resuming: bool = False) -> tuple[int, list[dict], dict]:
+    """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary). The run's identity (keys both
+    configs have) must match; ``resuming`` also checks the training trajectory, the step and the optimiser state."""
     state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
     saved, now = state.get("identity") or {}, identity(exp.cfg) if exp.configured else {}
-    for key in sorted(set(saved) | set(now)) if saved and now else []:
-        if saved.get(key) != now.get(key):
+    for key in sorted(set(saved) & set(now)):
+        if (resuming or not key.startswith("train.")) and saved[key] != now[key]:
             raise PyroLVMError(
-                f"{key} is {now.get(key)!r} here but the checkpoint in {str(run_dir)!r} was trained with "
-                f"{saved.get(key)!r}; a run continues with its own config: start a new run to change it"
+                f"{key} is {now[key]!r} here but the checkpoint in {str(run_dir)!r} was trained with "
+                f"{saved[key]!r}; a run continues with its own config: start a new run to change it"
             )
     try:
         exp.model.load_state_dict(state["model"])
@@ -85,7 +88,13 @@ def restore(exp: Experiment, run_dir: Path) -> tuple[int, list[dict], dict]:
             "resume with the config saved in that run folder"
         ) from None
     step = int(state["step"])
-    if step > exp.cfg.train.steps:
+    bad = checkpoint.first_nonfinite(checkpoint.tensors(state["optim"])) if resuming else None
+    if bad is not None:
+        raise PyroLVMError(
+            f"the checkpoint in {str(run_dir)!r} holds a non-finite optimiser state ({bad}); it "
+            "cannot be resumed (its parameters can still be evaluated)"
+        )
+    if resuming and step > exp.cfg.train.steps:
         raise PyroLVMError(
             f"the checkpoint in {str(run_dir)!r} is at step {step}, beyond train.steps = {exp.cfg.train.steps}; "
             f"resume with --set train.steps=N for some N >= {step}"
@@ -115,7 +124,7 @@ def _bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
 
 def gradient_check(exp: Experiment) -> Callable[[], str | None]:
     """A per-step test of the gradients: one sum per tensor and one synchronisation, ~2% of a digits step
-    (benchmarks/nonfinite_check.py). Returns the name of a non-finite gradient, or of the overflow, or None."""
+    (benchmarks/nonfinite_check.py). Returns the name of a non-finite gradient, or None."""
     params = [
         (f"{prefix}.{name}", p)
         for prefix, module in (("model", exp.model), ("guide", exp.guide))
@@ -128,7 +137,7 @@ def gradient_check(exp: Experiment) -> Callable[[], str | None]:
         sums = [(g._values() if g.is_sparse else g).sum() for _, g in grads]  # sparse rows: their values
         if not sums or bool(torch.isfinite(torch.stack(sums)).all()):
             return None
-        return checkpoint.first_nonfinite(grads) or "(finite values whose sum overflows)"
+        return checkpoint.first_nonfinite(grads)  # None where finite values merely summed to infinity
 
     return check
 
@@ -170,8 +179,21 @@ def train(
     with scope(validation=exp.cfg.train.pyro_validation):
         if run_dir is None:
             return _train(exp, None, resume, validate)
-        with run_lock(Path(run_dir), clear=overwrite and not resume):  # one writer per folder (infer/lock.py)
-            return _train(exp, Path(run_dir), resume, validate)
+        run_dir = Path(run_dir)
+        with run_lock(run_dir):  # one writer per folder (infer/lock.py); the checks below hold under it
+            if not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists()):
+                if not overwrite:
+                    raise PyroLVMError(
+                        f"{str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, "
+                        "--overwrite to start again, or --set train.out_dir=OTHER"
+                    )
+                clear(run_dir)
+            elif not resume and any(p.name != LOCK for p in run_dir.iterdir()):
+                raise PyroLVMError(
+                    f"{str(run_dir)!r} is not empty and holds no run (no {CHECKPOINT} or {CONFIG}); train into a "
+                    "new or empty folder (--set train.out_dir=OTHER): pyro_lvm never clears other files"
+                )
+            return _train(exp, run_dir, resume, validate)
 
 
 def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> list[dict]:
@@ -184,7 +206,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history, summary = 0, [], {}
     if resume:
-        step, history, summary = restore(exp, run_dir)
+        step, history, summary = restore(exp, run_dir, resuming=True)
     summary["optimiser"] = exp.optim.description  # this run's, even where a resume's config changed it
     if exp.data.dynamic:
         summary["evaluation_data"] = (

@@ -41,9 +41,7 @@ def train_or_reuse(cfg: Config, run_dir: Path) -> None:
     """Train ``cfg`` into ``run_dir``: resume (or keep) a run whose saved config is ``cfg``, else start afresh."""
     same = (run_dir / CONFIG).is_file() and config_mod.load(run_dir / CONFIG, saved=True) == cfg
     resume = same and (run_dir / CHECKPOINT).is_file()
-    if not resume and (run_dir / CHECKPOINT).exists():
-        (run_dir / CHECKPOINT).unlink()  # a run of another config: start again
-    train_run(cfg, run_dir, resume)
+    train_run(cfg, run_dir, resume, overwrite=not resume)  # a run of another config: start again
 
 
 def evaluation(run_dir: Path) -> dict:

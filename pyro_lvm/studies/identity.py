@@ -158,7 +158,7 @@ def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list
         raw["guide"]["name"] = name
         config.prune_foreign_options(raw)  # the encoder's options where the guide has none
         exp = frozen_decoder_experiment(config.from_dict(raw), lg)
-        train(exp, Path(out_dir) / name, validate=validation_elbo)
+        train(exp, Path(out_dir) / name, validate=validation_elbo, overwrite=True)  # the study is re-run whole
         x = exp.data.train.x[:num_points]  # the same rows for both: same data config
         idx = torch.arange(len(x), device=x.device)
         with torch.no_grad():
