@@ -8,7 +8,6 @@ import pytest
 import torch
 from helpers import linear_gaussian_experiment, scaled_posterior, tiny_config
 
-from pyro_lvm import config
 from pyro_lvm.evaluation._arviz import Posterior
 from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, psis_khat, samples_to_inference_data
 from pyro_lvm.evaluation.estimates import log_weights
@@ -60,9 +59,7 @@ def test_guide_samples_as_inference_data():
 
 def _tiny_run(tmp_path, name, guide):
     cfg = tiny_config(guide={"name": guide}, train={"steps": 60, "out_dir": str(tmp_path / name)})
-    (tmp_path / name).mkdir()
-    config.save(cfg, tmp_path / name / "config.toml")
-    train(Experiment.from_config(cfg), tmp_path / name)
+    train(Experiment.from_config(cfg), tmp_path / name)  # saves config.toml beside the checkpoint
     return str(tmp_path / name)
 
 
