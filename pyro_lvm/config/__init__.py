@@ -163,6 +163,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parsed
 
 
+def foreign_options(section: str, table: dict[str, Any], name: str) -> list[str]:
+    """The keys of a [section] table that component ``name`` of that section does not have (``name`` aside)."""
+    fields = SECTIONS[section].schema(name).model_fields
+    return [key for key in table if key not in fields]
+
+
 def _switch_component(raw: dict[str, Any], section: str, name: Any, overridden: set[tuple[str, str]]) -> None:
     """``--set guide.name=X`` on a config written for another guide: its [guide] options that X does not have are
     dropped, with a note naming them. An option given with --set is never dropped: that is an error."""
@@ -173,8 +179,8 @@ def _switch_component(raw: dict[str, Any], section: str, name: Any, overridden: 
     old = table.get("name", registry.default)
     if old == name:
         return
+    dropped = foreign_options(section, table, name)
     fields = registry.schema(name).model_fields
-    dropped = [k for k in table if k not in fields]
     for key in dropped:
         if (section, key) in overridden:
             raise PyroLVMError(
@@ -227,8 +233,7 @@ def prune_foreign_options(raw: dict[str, Any]) -> None:
     for section, registry in SECTIONS.items():
         table = raw.get(section)
         if isinstance(table, dict) and table.get("name", registry.default) in registry:
-            fields = registry.schema(table.get("name", registry.default)).model_fields
-            for key in [k for k in table if k not in fields]:
+            for key in foreign_options(section, table, table.get("name", registry.default)):
                 del table[key]
 
 
@@ -241,9 +246,8 @@ def load(
     if saved:
         load_plugins(raw.get("plugins", []))
         prune_foreign_options(raw)
-    if plugins:
+    if plugins:  # imported by apply_overrides, before any --set names their components
         raw["plugins"] = [*raw.get("plugins", []), *(p for p in plugins if p not in raw.get("plugins", []))]
-        load_plugins(raw["plugins"])
     return from_dict(apply_overrides(raw, overrides or []))
 
 

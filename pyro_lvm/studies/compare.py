@@ -37,8 +37,8 @@ def guide_config(cfg: Config, guide: str, run_dir: Path) -> Config:
     """The config one guide of the comparison trains with: [guide]'s options that this guide has, then its
     ``compare.guide_options``; every other section as given."""
     raw = config_mod.to_dict(cfg)
-    fields = GUIDES.schema(guide).model_fields
-    own = {k: v for k, v in raw["guide"].items() if k in fields and k != "name"}
+    foreign = {"name", *config_mod.foreign_options("guide", raw["guide"], guide)}
+    own = {k: v for k, v in raw["guide"].items() if k not in foreign}
     raw["guide"] = {**own, **cfg.compare.guide_options.get(guide, {}), "name": guide}
     raw["train"]["out_dir"] = str(run_dir)
     return config_mod.from_dict(raw)
