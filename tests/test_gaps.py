@@ -64,3 +64,26 @@ def test_gap_decomposition_on_the_exact_model(tmp_path):
     assert float(diff.mean()) < 3 * float(diff.std() / math.sqrt(40)) + 1e-3
     assert gaps["L_q"].mean <= gaps["L_qstar"].mean <= gaps["log_px"].mean
     assert gaps["approximation_gap"].mean >= -0.01
+
+
+def test_an_unconverged_qstar_is_reported_beside_the_table(tmp_path, capsys):
+    """q* stopped after 5 steps from zero is far below the encoder's q: the decomposition says both things (its
+    step limit, and L[q*] < L[q]) in comparison.json's gaps and under the printed table."""
+    from pyro_lvm.studies.compare import print_comparison
+
+    lg, x, exp = linear_gaussian_experiment(
+        "amortized",
+        40,
+        compare={"gap_points": 40, "elbo_samples": 50, "refine_ks": [0], "qstar_max_steps": 5, "qstar_init": "zero"},
+        eval={"num_samples": 50, "chunk_size": 50, "batch_size": 20},
+    )
+    gaps = gap_decomposition(exp, exp.cfg)
+    assert not gaps["qstar_converged"]
+    assert gaps["L_qstar"].mean < gaps["L_q"].mean
+    assert len(gaps["warnings"]) == 2
+    summary = {"methods": [], "gaps": {**{k: v.as_dict() for k, v in gaps.items() if k in ("L_q", "L_qstar",
+        "log_px", "approximation_gap", "amortization_gap")}, "share_closed": {}, "warnings": gaps["warnings"]}}  # fmt: skip
+    print_comparison(summary, tmp_path)
+    out = capsys.readouterr().out
+    assert "warning: q* did not converge in 1 of 1 block(s)" in out and "compare.qstar_max_steps = 5" in out
+    assert "warning: L[q*] is below L[q]" in out

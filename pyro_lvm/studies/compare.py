@@ -172,6 +172,7 @@ def gap_decomposition(exp, cfg: Config) -> dict:
     L_q, L_qstar, log_px = torch.cat(L_q), torch.cat(L_qstar), torch.cat(log_px)
     refined_est = {k: Estimate(torch.cat(v)) for k, v in refined.items()}
     amort = L_qstar - L_q
+    converged = sum(f.converged for f in fits)
     return {
         "L_q": Estimate(L_q),
         "L_qstar": Estimate(L_qstar),
@@ -179,10 +180,32 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         "approximation_gap": Estimate(log_px - L_qstar),
         "amortization_gap": Estimate(amort),
         "qstar_steps": max(f.steps for f in fits),
-        "qstar_converged": all(f.converged for f in fits),
+        "qstar_converged": converged == len(fits),
         "refined": refined_est,
         "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined_est.items()},
+        "warnings": gap_warnings(Estimate(L_q), Estimate(L_qstar), len(fits) - converged, len(fits), cc),
     }
+
+
+def gap_warnings(L_q: Estimate, L_qstar: Estimate, unconverged: int, blocks: int, cc) -> list[str]:
+    """What makes the decomposition untrustworthy, one line each: a q* fit that stopped at its step limit (L[q*]
+    is then not the family's optimum), and L[q*] below L[q] beyond noise (q* must be at least as good as any q in
+    its family, the encoder's included, so the amortization gap would come out negative)."""
+    out = []
+    if unconverged:
+        out.append(
+            f"q* did not converge in {unconverged} of {blocks} block(s) of up to {QSTAR_BLOCK} points within "
+            f"compare.qstar_max_steps = {cc.qstar_max_steps}: L[q*] and both gaps are not at the Gaussian optimum; "
+            "raise compare.qstar_max_steps (or compare.qstar_lr)"
+        )
+    diff = Estimate(L_qstar.values - L_q.values)
+    if diff.mean < -3 * diff.stderr:
+        out.append(
+            f"L[q*] is below L[q] by {-diff.mean:.3f} ± {diff.stderr:.3f} nats: q* is not the best Gaussian per "
+            "datapoint, so the amortization gap is meaningless; raise compare.qstar_max_steps or set "
+            "compare.qstar_init = 'encoder'"
+        )
+    return out
 
 
 def _normal(loc, scale):
@@ -287,4 +310,6 @@ def print_comparison(summary: dict, out: Path) -> None:
             "share of the amortization gap closed by K refinement steps: "
             + ", ".join(f"K={k}: {v:.0%}" for k, v in g["share_closed"].items())
         )
+        for line in g.get("warnings", []):
+            print(f"warning: {line}")
     print(f"\ntable, JSON, CSV and figures in {out}")
