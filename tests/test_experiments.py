@@ -85,9 +85,12 @@ def run_script(script, args, cwd):
 def test_elbo_identity_script(tmp_path):
     sets = ["train.steps=30", "train.progress=false", "eval.num_points=20", "eval.num_samples=50"]
     out = run_script("elbo_identity.py", [*[f"--set={s}" for s in sets], "--out", "id"], tmp_path)
-    rows = json.loads((tmp_path / "id" / "identity.json").read_text())
-    assert [r["guide"] for r in rows] == ["exact posterior", "amortized", "per_datapoint", "prior as guide"]
-    assert max(r["identity_error"] for r in rows) < 1e-6
+    result = json.loads((tmp_path / "id" / "identity.json").read_text())
+    rows = result["rows"]
+    names = ["exact posterior", "amortized", "per_datapoint", "amortized_flow", "prior as guide"]
+    assert [r["guide"] for r in rows] == names
+    assert max(r["identity_error"] for r in rows if r["guide"] != "amortized_flow") < 1e-6
+    assert 0 < result["best_diagonal_kl"] < 1
     assert (tmp_path / "id" / "elbo_identity.png").is_file() and "KL(q‖p(z|x))" in out.stdout
 
 

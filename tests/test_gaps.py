@@ -69,7 +69,7 @@ def test_gap_decomposition_on_the_exact_model(tmp_path):
 def test_an_unconverged_qstar_is_reported_beside_the_table(tmp_path, capsys):
     """q* stopped after 5 steps from zero is far below the encoder's q: the decomposition says both things (its
     step limit, and L[q*] < L[q]) in comparison.json's gaps and under the printed table."""
-    from pyro_lvm.studies.compare import print_comparison
+    from pyro_lvm.studies.compare_report import print_comparison
 
     lg, x, exp = linear_gaussian_experiment(
         "amortized",

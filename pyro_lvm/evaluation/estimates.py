@@ -50,6 +50,17 @@ def guide_distribution(guide, x, c=None, idx=None, num_data=None):
 
 
 @torch.no_grad()
+def posterior_mean(q, num_samples: int = 256, seed: int = 0) -> torch.Tensor:
+    """E_q[z], (B, D): exact where the family has it in closed form (Gaussians), else the mean of ``num_samples``
+    draws from a seeded stream of its own (flows; the training stream is untouched)."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        with seeded(seed):
+            return q.sample((num_samples,)).mean(0)
+
+
+@torch.no_grad()
 def log_weights(model, q, x, c, num_samples: int) -> torch.Tensor:
     """log w for ``num_samples`` draws of q (batch (B,)): returns (K, B)."""
     z = q.sample((num_samples,))  # (K, B, D)
@@ -201,5 +212,5 @@ def active_units(guide, split: Split, condition, batch_size: int = 500, threshol
     means = []
     for batch in in_order(split, batch_size):
         target, c = condition(batch.x, batch.y)
-        means.append(guide_distribution(guide, target, c).mean)
+        means.append(posterior_mean(guide_distribution(guide, target, c)))
     return int((torch.cat(means).var(0) > threshold).sum())

@@ -4,6 +4,7 @@
 - ``per_datapoint``: free (mu_n, sigma_n) for each of the N training rows, looked up by ``idx`` (``per_datapoint.py``).
 - ``semi_amortized``: the encoder's (mu, sigma) refined by K gradient steps on the per-datapoint ELBO (Kim et al.
   2018, SA-VAE) (``amortized.py``, steps in ``local.py``).
+- ``amortized_flow``: the encoder's Gaussian warped by K conditional autoregressive transforms (``flow.py``).
 Guides own their local parameters; they never build the model (``attach`` hands them the one to refine against).
 """
 
@@ -13,15 +14,19 @@ from pyro.nn import PyroModule
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.amortized import AmortizedGuide, SemiAmortizedGuide
+from pyro_lvm.guides.flow import AmortizedFlowGuide, build_flows, flow_distribution
 from pyro_lvm.guides.local import local_elbo, log_joint_per_datapoint, refine
 from pyro_lvm.guides.per_datapoint import PerDatapointGuide
 from pyro_lvm.registry import GUIDES, Options
 
 __all__ = [
+    "AmortizedFlowGuide",
     "AmortizedGuide",
     "PerDatapointGuide",
     "SemiAmortizedGuide",
+    "build_flows",
     "build_guide",
+    "flow_distribution",
     "local_elbo",
     "log_joint_per_datapoint",
     "refine",

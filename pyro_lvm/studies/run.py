@@ -10,7 +10,7 @@ from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluation.estimates import guide_distribution, validation_elbo
+from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean, validation_elbo
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.train import CONFIG, restore, train
 from pyro_lvm.studies import plots
@@ -65,8 +65,9 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
     idx = None if exp.amortized else torch.arange(n, device=x.device)
     num_data = None if exp.amortized else len(exp.data.train)
     q = guide_distribution(exp.guide, x, None, idx, num_data)
+    mean = posterior_mean(q)  # (N, D)
     if shape is not None:
-        recon = exp.model.decode_mean(q.mean[:10])
+        recon = exp.model.decode_mean(mean[:10])
         plots.image_grid(
             torch.cat([x[:10], recon]),
             shape,
@@ -76,6 +77,6 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
         samples = exp.model.generate(None, 100)
         plots.image_grid(samples, shape, run_dir / "samples.png", title="decoder means of z ~ prior")
         written += [run_dir / "reconstructions.png", run_dir / "samples.png"]
-    plots.latent_scatter(q.mean, y, run_dir / "latent.png")
+    plots.latent_scatter(mean, y, run_dir / "latent.png")
     written.append(run_dir / "latent.png")
     return written

@@ -22,7 +22,8 @@ def elbo_identity(terms: list, path: Path, num_points: int = 15) -> None:
     for ax, t in zip(axes[0], terms, strict=True):
         n = min(num_points, len(t.log_px))
         xs = np.arange(n)
-        elbo, kl, lp = (v[:n].detach().cpu().numpy() for v in (t.elbo, t.kl, t.log_px))
+        shown = t.elbo_mc if bool(t.elbo.isnan().all()) else t.elbo  # a flow has the sampled ELBO only
+        elbo, kl, lp = (v[:n].detach().cpu().numpy() for v in (shown, t.kl, t.log_px))
         ax.bar(xs, kl, bottom=elbo, width=0.5, color="tab:orange", label="KL(q ‖ p(z|x))")
         ax.plot(xs, elbo, "_", color="tab:blue", markersize=12, mew=2, label="ELBO")
         ax.plot(xs, lp, "k.", label="log p(x) (exact)")
