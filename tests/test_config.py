@@ -98,7 +98,8 @@ def test_jit_on_needs_a_compiled_form():
 
 
 def test_compare_gives_each_guide_its_own_options(tmp_path):
-    from pyro_lvm.studies.compare import guide_config, refinement_lr
+    from pyro_lvm.studies.compare import guide_config
+    from pyro_lvm.studies.gaps import refinement_lr
 
     cfg = config.from_dict(
         {

@@ -4,6 +4,7 @@ import gzip
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +54,21 @@ def test_config_smoke_runs(config, tmp_path):
     if "fashion" in config:
         overrides += [f"data.root={fake_idx_root(tmp_path)}", "eval.batch_size=16"]
     sets = [f"--set={o}" for o in overrides]
-    if "compare" in config or "cremer" in config:
+    if any(word in config for word in ("compare", "cremer", "flows")):
         out = run(["compare", str(EXPERIMENTS / config), *sets, f"--set=compare.out_dir={tmp_path / 'cmp'}"], tmp_path)
         summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-        assert [m["guide"] for m in summary["methods"]] == ["amortized", "per_datapoint", "semi_amortized"]
+        guides = tomllib.loads((EXPERIMENTS / config).read_text())["compare"]["guides"]
+        assert [m["guide"] for m in summary["methods"]] == guides
         gap = summary["gaps"]["amortization_gap"]
         assert gap["mean"] >= -2 * gap["stderr"]  # q* starts at the encoder's q and only climbs
         for name in ["comparison.csv", "gaps.png", "elbo_vs_time.png", "semi_amortized_share.png"]:
             assert (tmp_path / "cmp" / name).is_file()
         assert "amortization gap" in out.stdout
+        if "amortized_flow" in guides:  # Cremer et al.'s table: both decoders, both q* families
+            assert {"L_qstar_flow", "flow_recovers"} <= set(summary["gaps"]) and summary["gaps_flow"][
+                "family"
+            ] == "flow"
+            assert (tmp_path / "cmp" / "gaps_flow.png").is_file() and "inference gaps (Cremer" in out.stdout
     else:
         run(["train", str(EXPERIMENTS / config), *sets, f"--set=train.out_dir={tmp_path / 'run'}"], tmp_path)
         run(["evaluate", str(tmp_path / "run")], tmp_path)

@@ -85,5 +85,27 @@ def test_an_unconverged_qstar_is_reported_beside_the_table(tmp_path, capsys):
         "log_px", "approximation_gap", "amortization_gap")}, "share_closed": {}, "warnings": gaps["warnings"]}}  # fmt: skip
     print_comparison(summary, tmp_path)
     out = capsys.readouterr().out
-    assert "warning: q* did not converge in 1 of 1 block(s)" in out and "compare.qstar_max_steps = 5" in out
+    assert "warning: q*_gaussian did not converge in 1 of 1 block(s)" in out and "compare.qstar_max_steps = 5" in out
     assert "warning: L[q*] is below L[q]" in out
+
+
+def test_gap_decomposition_with_a_flow_guide_and_both_families_on_the_exact_model():
+    """A flow-guide decoder (LG model, 40 points): the flow q* starts at q*_Gaussian and only climbs, stays below
+    the exact log p(x); the gaps are measured against the flow family; no test-time refinement for a flow."""
+    lg, x, exp = linear_gaussian_experiment(
+        "amortized_flow",
+        40,
+        compare={"gap_points": 40, "elbo_samples": 200, "refine_ks": [0, 2], "qstar_max_steps": 400,
+                 "qstar_families": ["gaussian", "flow"]},
+        eval={"num_samples": 200, "chunk_size": 64, "batch_size": 7},
+    )  # fmt: skip
+    gaps = gap_decomposition(exp, exp.cfg)
+    exact = lg.log_evidence(x)
+    assert gaps["family"] == "flow" and gaps["refined"] == {} and gaps["share_closed"] == {}
+    gain = gaps["flow_recovers"]
+    assert gain.mean > -3 * gain.stderr
+    assert gaps["L_qstar_flow"].mean <= float(exact.mean()) + 0.01
+    diff = gaps["log_px"].values - exact
+    assert float(diff.mean()) < 3 * float(diff.std() / math.sqrt(40)) + 1e-3
+    assert torch.equal(gaps["approximation_gap"].values, gaps["log_px"].values - gaps["L_qstar_flow"].values)
+    assert torch.equal(gaps["amortization_gap"].values, gaps["L_qstar_flow"].values - gaps["L_q"].values)

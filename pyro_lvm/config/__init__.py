@@ -110,6 +110,16 @@ def _check_combinations(cfg: Config) -> None:
             raise PyroLVMError(
                 f"config key '{section}.net': unknown network {net!r}; registered: {', '.join(NETWORKS.names())}"
             )
+    if "gaussian" not in cfg.compare.qstar_families:
+        raise PyroLVMError(
+            "config key 'compare.qstar_families': the gap decomposition always fits the Gaussian q*; "
+            "use ['gaussian'] or ['gaussian', 'flow']"
+        )
+    if "amortized_flow" in cfg.compare.guides and "flow" not in cfg.compare.qstar_families:
+        raise PyroLVMError(
+            "config key 'compare.qstar_families': compare.guides has 'amortized_flow', whose gaps are measured "
+            "against the best flow per datapoint; set compare.qstar_families = ['gaussian', 'flow']"
+        )
     for name, options in cfg.compare.guide_options.items():
         if name not in cfg.compare.guides:
             raise PyroLVMError(

@@ -46,6 +46,15 @@ class BaselineConfig(_Section):
     feed_prior: bool = False  # the prior network sees [c, E[x | f(c)]], as in the Pyro CVAE tutorial
 
 
+class LocalFlowConfig(_Section):
+    """The local flow family of q*_flow (``pyro_lvm.infer.local_inference.fit_local_flow``)."""
+
+    flows: int = Field(2, ge=1, le=64)
+    kind: Literal["affine", "spline"] = "affine"
+    hidden: Widths = Field(default_factory=lambda: [64])
+    context_dim: int = Field(16, gt=0)
+
+
 class CompareConfig(_Section):
     guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"])
     gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
@@ -56,6 +65,9 @@ class CompareConfig(_Section):
     qstar_max_steps: int = Field(3000, gt=0)
     qstar_window: int = Field(100, gt=0)  # stop when the mean ELBO of a window improves by less than qstar_tol
     qstar_tol: float = Field(0.01, ge=0.0)
+    # q* families of the gap table: the Gaussian always; "flow" adds L[q*_flow], fitted from q*_Gaussian
+    qstar_families: list[Literal["gaussian", "flow"]] = Field(default_factory=lambda: ["gaussian"])
+    qstar_flow: LocalFlowConfig = Field(default_factory=LocalFlowConfig)
     # step size of the test-time refinement (the refine_ks row); default: the semi-amortized guide's refine_lr
     # (compare.guide_options, else [guide]), else 0.1
     refine_lr: float | None = Field(None, gt=0.0)

@@ -1,0 +1,201 @@
+"""The Cremer et al. (2018) decomposition of inference suboptimality on one trained decoder, per datapoint:
+
+    log p(x) ≈ log p̂(x)                       (IWAE, K samples, proposal ½ q*_Gaussian + ½ q)
+    approximation gap = log p̂(x) − L[q*_F]     (the limit of the trained guide's family F)
+    amortization gap  = L[q*_F] − L[q]          (the encoder's shortfall against the best q in F per datapoint)
+
+F is the Gaussian family for the Gaussian guides and the flow family for ``amortized_flow``. With
+``compare.qstar_families = ["gaussian", "flow"]`` both q* are fitted on the same points and decoder (the flow from
+q*_Gaussian), and the Gaussian approximation gap splits into the part a flow recovers, L[q*_flow] − L[q*_Gaussian],
+and what is left after it, log p̂(x) − L[q*_flow].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_lvm.config import Config
+from pyro_lvm.context import scoped
+from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q, guide_distribution, mixture_log_px
+from pyro_lvm.guides import refine
+from pyro_lvm.infer.local_inference import fit_local, fit_local_flow
+from pyro_lvm.registry import GUIDES
+from pyro_lvm.seeding import seeded
+from pyro_lvm.studies.compare_report import gap_warnings
+
+# q* is fitted for up to this many rows at once: the fit's stopping rule looks at the block's mean ELBO, and its
+# memory is qstar_samples (10) x block x (P + decoder widths) floats (~31 MB of pixels at 784 pixels).
+QSTAR_BLOCK = 1000
+MOMENT_SAMPLES = 1000  # draws of a flow q for its mean and standard deviation
+
+
+def refinement_lr(cfg: Config) -> float:
+    """compare.refine_lr, else the semi-amortized guide's refine_lr (guide_options, then [guide]), else its default."""
+    if cfg.compare.refine_lr is not None:
+        return cfg.compare.refine_lr
+    semi = cfg.compare.guide_options.get("semi_amortized", {})
+    default = GUIDES.schema("semi_amortized").model_fields["refine_lr"].default
+    return semi.get("refine_lr", getattr(cfg.guide, "refine_lr", default))
+
+
+def chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def block_chunks(n: int, size: int):
+    """Slices of at most ``size`` rows that never cross a QSTAR_BLOCK boundary (a local flow belongs to one block)."""
+    for block in chunks(n, QSTAR_BLOCK):
+        for sl in chunks(block.stop - block.start, size):
+            yield slice(block.start + sl.start, block.start + sl.stop)
+
+
+def rows(c, sl):
+    return None if c is None else c[sl]
+
+
+def normal(loc, scale):
+    import pyro.distributions as dist
+
+    return dist.Normal(loc.detach(), scale.detach()).to_event(1)
+
+
+def fit_qstar(model, cc, x, c, init_loc, init_scale) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """q* = N(loc, scale) per row, fitted in blocks of QSTAR_BLOCK rows; returns (loc, scale, fits)."""
+    locs, scales, fits = [], [], []
+    for sl in chunks(x.shape[0], QSTAR_BLOCK):
+        fit = fit_local(
+            model, x[sl], rows(c, sl), init_loc[sl], init_scale[sl], cc.qstar_lr, cc.qstar_max_steps,
+            cc.qstar_window, cc.qstar_tol,
+        )  # fmt: skip
+        locs.append(fit.loc)
+        scales.append(fit.scale)
+        fits.append(fit)
+    return torch.cat(locs), torch.cat(scales), fits
+
+
+def fit_qstar_flow(model, cc, x, c, loc, scale) -> list:
+    """q*_flow per block of QSTAR_BLOCK rows, each started at the rows' q*_Gaussian (loc, scale)."""
+    f = cc.qstar_flow
+    return [
+        fit_local_flow(
+            model,
+            x[sl],
+            rows(c, sl),
+            loc[sl],
+            scale[sl],
+            f.flows,
+            f.kind,
+            f.hidden,
+            f.context_dim,
+            cc.qstar_lr,
+            cc.qstar_max_steps,
+            cc.qstar_window,
+            cc.qstar_tol,
+        )  # fmt: skip
+        for sl in chunks(x.shape[0], QSTAR_BLOCK)
+    ]
+
+
+@torch.no_grad()
+def guide_params(guide, x, c, idx=None, num_data=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian guide's (loc, scale) for every row, QSTAR_BLOCK rows at a time (the semi-amortized guide refines
+    each block); for a flow guide, the mean and standard deviation of q (``MOMENT_SAMPLES`` draws from a seeded
+    stream of its own): the Gaussian closest to q by moments, where q*_Gaussian starts with qstar_init = 'encoder'
+    (the flow's base is not: the transforms move it)."""
+    locs, scales = [], []
+    for sl in chunks(x.shape[0], QSTAR_BLOCK):
+        if hasattr(guide, "distribution"):
+            with seeded(0):
+                z = guide.distribution(x[sl], rows(c, sl)).sample((MOMENT_SAMPLES,))  # (S, B, D)
+            loc, scale = z.mean(0), z.std(0)
+        else:
+            q = guide_distribution(guide, x[sl], rows(c, sl), None if idx is None else idx[sl], num_data)
+            loc, scale = q.base_dist.loc, q.base_dist.scale
+        locs.append(loc)
+        scales.append(scale)
+    return torch.cat(locs), torch.cat(scales)
+
+
+def guide_rows(guide, x, c, idx=None, num_data=None):
+    """rows -> q(z | x[rows]): a flow guide's distribution per call; a Gaussian guide's (loc, scale) computed once
+    (``guide_params``), so the semi-amortized refinement sees the same blocks whatever the evaluation batch."""
+    if hasattr(guide, "distribution"):
+
+        @torch.no_grad()
+        def flow(sl):
+            return guide.distribution(x[sl], rows(c, sl))
+
+        return flow
+    loc, scale = guide_params(guide, x, c, idx, num_data)
+    return lambda sl: normal(loc[sl], scale[sl])
+
+
+@scoped
+def gap_decomposition(exp, cfg: Config) -> dict:
+    """On ``exp``'s amortized decoder: L[q], L[q*] (Gaussian; and flow where asked), log p̂(x) and the gaps for
+    ``compare.gap_points`` training points; for Gaussian guides also L[q_K], the encoder refined K steps
+    (semi-amortized inference at test time).
+
+    log p̂(x) is IWAE with the defensive mixture ½ q*_Gaussian + ½ q as proposal (``DefensiveMixture``): unbiased
+    weights, no choice between proposals per datapoint (a flow q scores q*'s draws through its exact inverse).
+    Estimates run ``eval.batch_size`` points at a time, so peak memory is bounded by max(eval.chunk_size,
+    compare.elbo_samples) x eval.batch_size x (P + decoder widths) floats, plus the q* fit's block
+    (``QSTAR_BLOCK``), whatever ``gap_points`` is."""
+    cc, ev = cfg.compare, cfg.eval
+    flow_guide = hasattr(exp.guide, "distribution")
+    refine_lr = refinement_lr(cfg)
+    split = exp.data.train.head(cc.gap_points)
+    x, c = exp.condition(split.x, split.y)
+    torch.manual_seed(ev.seed)
+    loc, scale = guide_params(exp.guide, x, c)
+    q_rows = guide_rows(exp.guide, x, c) if flow_guide else (lambda sl: normal(loc[sl], scale[sl]))
+    if cc.qstar_init == "zero":
+        qs_loc, qs_scale, fits = fit_qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
+    else:
+        qs_loc, qs_scale, fits = fit_qstar(exp.model, cc, x, c, loc, scale)
+    flow_fits = fit_qstar_flow(exp.model, cc, x, c, qs_loc, qs_scale) if "flow" in cc.qstar_families else []
+    L_q, L_qstar, L_flow, log_px = [], [], [], []
+    refined: dict[int, list[torch.Tensor]] = {k: [] for k in ([] if flow_guide else cc.refine_ks)}
+    elbo_chunk = min(cc.elbo_samples, ev.chunk_size)
+    for sl in block_chunks(len(split), ev.batch_size):
+        xs, cs = x[sl], rows(c, sl)
+        q_s, qstar_s = q_rows(sl), normal(qs_loc[sl], qs_scale[sl])
+        L_q.append(estimates_from_q(exp.model, q_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        L_qstar.append(estimates_from_q(exp.model, qstar_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        if flow_fits:
+            fit = flow_fits[sl.start // QSTAR_BLOCK]
+            local = slice(sl.start % QSTAR_BLOCK, sl.start % QSTAR_BLOCK + (sl.stop - sl.start))
+            q_flow = fit.distribution(local)
+            L_flow.append(estimates_from_q(exp.model, q_flow, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        log_px.append(mixture_log_px(exp.model, qstar_s, q_s, xs, cs, ev.num_samples, ev.chunk_size))
+        for k in refined:
+            lk, sk = refine(exp.model, xs, cs, loc[sl], scale[sl], k, refine_lr, "none")
+            refined[k].append(estimates_from_q(exp.model, normal(lk, sk), xs, cs, cc.elbo_samples, elbo_chunk)[1])
+    L_q, L_qstar, log_px = torch.cat(L_q), torch.cat(L_qstar), torch.cat(log_px)
+    best = torch.cat(L_flow) if flow_guide else L_qstar  # q* of the trained guide's family
+    refined_est = {k: Estimate(torch.cat(v)) for k, v in refined.items()}
+    amort = best - L_q
+    out = {
+        "family": "flow" if flow_guide else "gaussian",
+        "L_q": Estimate(L_q),
+        "L_qstar": Estimate(L_qstar),
+        "log_px": Estimate(log_px),
+        "approximation_gap": Estimate(log_px - best),
+        "amortization_gap": Estimate(amort),
+        "qstar_steps": max(f.steps for f in fits),
+        "qstar_converged": all(f.converged for f in fits),
+        "refined": refined_est,
+        "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined_est.items()},
+        "warnings": gap_warnings(Estimate(L_q), Estimate(best), {"gaussian": fits, "flow": flow_fits}, QSTAR_BLOCK, cc),
+    }
+    if flow_fits:
+        L_flow = torch.cat(L_flow)
+        out |= {
+            "L_qstar_flow": Estimate(L_flow),
+            "flow_recovers": Estimate(L_flow - L_qstar),  # the part of the Gaussian approximation gap a flow closes
+            "left_after_flow": Estimate(log_px - L_flow),
+            "qstar_flow_steps": max(f.steps for f in flow_fits),
+            "qstar_flow_converged": all(f.converged for f in flow_fits),
+        }
+    return out
