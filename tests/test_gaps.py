@@ -24,7 +24,7 @@ def test_mixture_estimate_is_below_the_exact_evidence_and_max_of_two_is_above():
     for seed in range(20):
         torch.manual_seed(seed)
         with torch.no_grad():
-            mix.append((mixture_log_px(exp.model, q1, q2, x, None, 10, 4) - exact).mean())
+            mix.append((mixture_log_px(exp.model, [q1, q2], x, None, 10, 4) - exact).mean())
             a = estimates_from_q(exp.model, q1, x, None, 10, 10)[0]
             b = estimates_from_q(exp.model, q2, x, None, 10, 10)[0]
             best.append((torch.maximum(a, b) - exact).mean())
@@ -40,7 +40,7 @@ def test_mixture_draws_half_from_each_component_whatever_the_chunks():
     loc1, loc2 = torch.zeros(2, 1, dtype=torch.float64), torch.full((2, 1), 100.0, dtype=torch.float64)
     q1 = dist.Normal(loc1, 1.0).to_event(1)
     q2 = dist.Normal(loc2, 1.0).to_event(1)
-    mix = DefensiveMixture(q1, q2, 7)
+    mix = DefensiveMixture([q1, q2], 7)
     z = torch.cat([mix.sample((3,)), mix.sample((3,)), mix.sample((1,))])  # (7, 2, 1)
     from_q2 = (z[:, 0, 0] > 50).tolist()
     assert from_q2 == [False, True, False, True, False, True, False]
@@ -86,7 +86,7 @@ def test_an_unconverged_qstar_is_reported_beside_the_table(tmp_path, capsys):
     print_comparison(summary, tmp_path)
     out = capsys.readouterr().out
     assert "warning: q*_gaussian did not converge in 1 of 1 block(s)" in out and "compare.qstar_max_steps = 5" in out
-    assert "warning: L[q*] is below L[q]" in out
+    assert "warning: L[q*_gaussian] is below L[q]" in out
 
 
 def test_gap_decomposition_with_a_flow_guide_and_both_families_on_the_exact_model():
@@ -109,3 +109,35 @@ def test_gap_decomposition_with_a_flow_guide_and_both_families_on_the_exact_mode
     assert float(diff.mean()) < 3 * float(diff.std() / math.sqrt(40)) + 1e-3
     assert torch.equal(gaps["approximation_gap"].values, gaps["log_px"].values - gaps["L_qstar_flow"].values)
     assert torch.equal(gaps["amortization_gap"].values, gaps["L_qstar_flow"].values - gaps["L_q"].values)
+
+
+def test_three_proposals_draw_in_turn_and_weigh_by_their_counts():
+    """n = 3, K = 8 in chunks of 3, 3, 2: draw j from q_(j mod 3) (3, 3 and 2 draws); density (3 q1 + 3 q2 + 2 q3) / 8."""
+    locs = [0.0, 100.0, 200.0]
+    qs = [dist.Normal(torch.full((1, 1), m, dtype=torch.float64), 1.0).to_event(1) for m in locs]
+    mix = DefensiveMixture(qs, 8)
+    z = torch.cat([mix.sample((3,)), mix.sample((3,)), mix.sample((2,))])[:, 0, 0]  # (8,)
+    assert (z / 100).round().long().tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    point = torch.tensor([[150.0]], dtype=torch.float64)
+    terms = [math.log(k / 8) + q.log_prob(point) for k, q in zip([3, 3, 2], qs, strict=True)]
+    expected = torch.logsumexp(torch.stack(terms), 0)  # log((3 q1 + 3 q2 + 2 q3) / 8), far in the tails
+    assert torch.allclose(mix.log_prob(point), expected, rtol=1e-12)
+
+
+def test_evaluation_slices_never_cross_a_qstar_block(monkeypatch):
+    """With blocks of 10 rows, 25 gap points and batches of 7: slices cover 0..24 once, none crosses 10 or 20, and
+    the flow decomposition maps every slice to its own block's local flow."""
+    from pyro_lvm.studies import gaps as gaps_mod
+
+    monkeypatch.setattr(gaps_mod, "QSTAR_BLOCK", 10)
+    slices = list(gaps_mod.block_chunks(25, 7))
+    assert [(s.start, s.stop) for s in slices] == [(0, 7), (7, 10), (10, 17), (17, 20), (20, 25)]
+    lg, x, exp = linear_gaussian_experiment(
+        "amortized",
+        25,
+        compare={"gap_points": 25, "elbo_samples": 20, "refine_ks": [0], "qstar_max_steps": 100,
+                 "qstar_families": ["gaussian", "flow"]},
+        eval={"num_samples": 20, "chunk_size": 20, "batch_size": 7},
+    )  # fmt: skip
+    out = gaps_mod.gap_decomposition(exp, exp.cfg)
+    assert out["L_qstar_flow"].values.shape == (25,) and torch.isfinite(out["L_qstar_flow"].values).all()

@@ -96,6 +96,31 @@ def _check_renamed(section: str, name: str) -> None:
         )
 
 
+def _check_flow_family(cfg: Config, guides) -> None:
+    """The local flow of L[q*_flow] is the amortized_flow guide's own family when that guide is compared: its
+    transforms' shape must equal the guide's (``[guide]`` when it names the flow guide, then
+    ``compare.guide_options.amortized_flow``)."""
+    cc = cfg.compare
+    if "amortized_flow" not in cc.guides or "flow" not in cc.qstar_families:
+        return
+    own = cfg.guide.model_dump() if cfg.guide.name == "amortized_flow" else {}
+    try:
+        flow = guides.schema("amortized_flow").model_validate(
+            {**own, **cc.guide_options.get("amortized_flow", {}), "name": "amortized_flow"}
+        )
+    except ValidationError:
+        return  # reported with its key by the guide_options check
+    local = cc.qstar_flow
+    theirs = (flow.flows, flow.kind, list(flow.flow_hidden), flow.context_dim)
+    if (local.flows, local.kind, list(local.hidden), local.context_dim) != theirs:
+        raise PyroLVMError(
+            f"config key 'compare.qstar_flow': flows={local.flows}, kind={local.kind!r}, hidden={list(local.hidden)}, "
+            f"context_dim={local.context_dim} differ from the amortized_flow guide's flows={theirs[0]}, "
+            f"kind={theirs[1]!r}, flow_hidden={theirs[2]}, context_dim={theirs[3]}; L[q*_flow] is measured in the "
+            "guide's own family, so make them equal"
+        )
+
+
 def _check_combinations(cfg: Config) -> None:
     """Rules that tie two sections together (one section's own rules live in its component's schema)."""
     guides = SECTIONS["guide"]
@@ -120,6 +145,7 @@ def _check_combinations(cfg: Config) -> None:
             "config key 'compare.qstar_families': compare.guides has 'amortized_flow', whose gaps are measured "
             "against the best flow per datapoint; set compare.qstar_families = ['gaussian', 'flow']"
         )
+    _check_flow_family(cfg, guides)
     for name, options in cfg.compare.guide_options.items():
         if name not in cfg.compare.guides:
             raise PyroLVMError(

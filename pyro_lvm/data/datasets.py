@@ -1,5 +1,6 @@
 """Dataset registry: ``digits`` (embedded, offline), ``fashion_mnist`` and ``mnist`` (torchvision IDX readers),
-``linear_gaussian`` (synthetic, exact p(x) known). Every loader returns flat float images in [0, 1]."""
+``linear_gaussian`` (synthetic, exact p(x) known); a user's own files: ``arrays`` and ``image_folder``
+(``files.py``). Every loader returns flat float rows (images in [0, 1])."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
-    image_shape: tuple[int, int] | None  # (H, W) for image data, None otherwise
+    image_shape: tuple[int, ...] | None  # (H, W) or (C, H, W) for image data (rows flattened in that order)
     num_classes: int
     binary: bool  # True when x is {0, 1}-valued after binarization
     # dynamic binarization: the grey training images that training batches are drawn from (Bernoulli(x) afresh
@@ -297,3 +298,6 @@ def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num
         raise PyroLVMError(f"dataset {cfg.name!r} is not in [0, 1]; set data.binarize = 'none'")
     ds = Dataset(getattr(cfg, "name", "tensors"), train, val, test, image_shape, num_classes, False)
     return _binarize(cfg, ds)
+
+
+from pyro_lvm.data import files  # noqa: E402, F401  (registers arrays and image_folder)

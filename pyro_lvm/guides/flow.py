@@ -11,12 +11,15 @@ Sampling runs each transform forward (one network pass). Pyro caches each transf
 so scoring the guide's own draws (the ELBO, IWAE) reuses them; scoring any other z (a defensive mixture's other
 component, draws from NUTS) runs the exact inverse, D sequential network passes per transform.
 
-Every transform starts as the identity (the last layer of its autoregressive network is zero for ``affine``), so a
-flow guide starts as the Gaussian guide with the same encoder and moves away only where that raises the ELBO.
+Every transform starts as the identity: the last layer of its autoregressive network outputs zero shift and log
+scale (``affine``), or equal bins with unit slopes (``spline``; exact but for Pyro's end knots, whose slope is pinned
+at 0.999: a few thousandths of a nat from the base, see the tests). A flow guide so starts as the Gaussian guide with the same
+encoder and moves away only where that raises the ELBO.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import pyro
@@ -35,6 +38,7 @@ from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.registry import GUIDES, MAX_WIDTH, NETWORKS, Widths
 
 FlowKind = Literal["affine", "spline"]
+SPLINE_MIN_DERIVATIVE = 1e-3  # pyro.distributions.transforms.spline's min_derivative
 
 
 class FlowOptions(AmortizedOptions):
@@ -55,6 +59,11 @@ def build_flows(latent_dim: int, context_dim: int, count: int, kind: str, hidden
             nn.init.zeros_(last.bias)
         else:
             flow = T.conditional_spline_autoregressive(latent_dim, context_dim, hidden_dims=list(hidden))
+            last = flow.nn.layers[-1]  # outputs (widths 8, heights 8, derivatives 7, lambdas 8) x latent_dim
+            nn.init.zeros_(last.weight)
+            with torch.no_grad():  # equal bins, interior knot slopes 1 (Pyro pins the two end knots at 0.999)
+                last.bias.zero_()
+                last.bias[16 * latent_dim : 23 * latent_dim] = math.log(math.expm1(1.0 - SPLINE_MIN_DERIVATIVE))
         flows.append(flow)
     return nn.ModuleList(flows)
 

@@ -6,7 +6,7 @@ the per-datapoint ELBO (Cremer et al. 2018). Families:
   K conditional autoregressive transforms (``pyro_lvm.guides.flow``) fitted to the rows of the block
   (``fit_local_flow``). The transforms' weights are shared by the block's rows, each row conditioning them on its
   own context: the flexibility of a per-row flow at the cost of one network. It starts at a given Gaussian (the
-  transforms start as the identity), so from q*_Gaussian it can only climb.
+  transforms start as the identity), e.g. q*_Gaussian, or at a flow guide's own q (its transforms copied).
 
 Rows are independent, so a batch of rows is optimised at once. Every ``window`` steps the window's mean ELBO is
 compared with the best so far; on a plateau (improvement < ``tol``) torch's ReduceLROnPlateau divides the step size
@@ -16,13 +16,16 @@ jitters on the scale of its step.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_flows, flow_distribution, local_elbo, log_joint_per_datapoint
 
 
@@ -83,9 +86,19 @@ def fit_local(
     tol: float = 0.01,
     num_samples: int = 10,
     num_decays: int = 2,
+    family: Literal["gaussian", "flow"] = "gaussian",
+    flow_options: dict | None = None,
 ) -> LocalFit:
     """Maximise ELBO(mu, sigma) = E_q[log p(x, z | c)] + H[q] for each row of x; the model's parameters only
-    take part as constants (their gradients are not taken)."""
+    take part as constants (their gradients are not taken). ``family = "flow"`` fits the flow family instead,
+    started at N(init_loc, init_scale²) (``fit_local_flow``; ``flow_options``: flows, kind, hidden, context_dim)."""
+    if family == "flow":
+        schedule = dict(lr=lr, max_steps=max_steps, window=window, tol=tol, num_samples=num_samples)
+        return fit_local_flow(
+            model, x, c, init_loc, init_scale, **(flow_options or {}), **schedule, num_decays=num_decays
+        )
+    if family != "gaussian":
+        raise PyroLVMError(f"unknown local family {family!r}; use 'gaussian' or 'flow'")
     loc = init_loc.detach().clone().requires_grad_()
     log_scale = init_scale.detach().log().clone().requires_grad_()
 
@@ -112,14 +125,23 @@ def fit_local_flow(
     tol: float = 0.01,
     num_samples: int = 10,
     num_decays: int = 2,
+    init_flows: nn.ModuleList | None = None,
+    init_context: torch.Tensor | None = None,
 ) -> LocalFlowFit:
-    """Maximise ELBO = E_q[log p(x, z | c) − log q(z)] per row over the flow family of the module docstring,
-    starting at N(init_loc, init_scale²) (affine transforms start as the identity; splines near it)."""
+    """Maximise ELBO = E_q[log p(x, z | c) − log q(z)] per row over the flow family of the module docstring.
+    It starts at N(init_loc, init_scale²) warped by identity transforms, or, with ``init_flows`` and
+    ``init_context`` (B, C), at a copy of those transforms with that context: a flow guide's own q for the rows,
+    from which the fit moves each row's base and context and the block's copy of the transforms."""
     D = init_loc.shape[-1]
-    transforms = build_flows(D, context_dim, flows, kind, list(hidden or [64])).to(init_loc.device, init_loc.dtype)
+    if init_flows is not None:
+        transforms = copy.deepcopy(init_flows).requires_grad_(True)
+        context = init_context.detach().clone().requires_grad_()
+    else:
+        transforms = build_flows(D, context_dim, flows, kind, list(hidden or [64]))
+        context = torch.randn(x.shape[0], context_dim, dtype=init_loc.dtype, device=init_loc.device).requires_grad_()
+    transforms = transforms.to(init_loc.device, init_loc.dtype)
     loc = init_loc.detach().clone().requires_grad_()
     log_scale = init_scale.detach().log().clone().requires_grad_()
-    context = torch.randn(x.shape[0], context_dim, dtype=init_loc.dtype, device=init_loc.device).requires_grad_()
 
     def elbo():
         q = flow_distribution(loc, log_scale.exp(), context, transforms)

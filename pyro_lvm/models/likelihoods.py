@@ -2,6 +2,8 @@
 
 - ``bernoulli``: x_p ~ Bernoulli(sigmoid(logit_p)).
 - ``gaussian``: x_p ~ N(mu_p, s²), s fixed or learned (one scalar).
+- ``continuous_bernoulli``, ``discretized_logistic``: real-valued pixels in [0, 1] (``pixels.py``).
+Each is built with its options and ``num_features`` (P).
 """
 
 from __future__ import annotations
@@ -88,3 +90,6 @@ class GaussianLikelihood(PyroModule):
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         return dist.Normal(out, self.scale).to_event(1)
+
+
+from pyro_lvm.models import pixels  # noqa: E402, F401  (registers the real-valued-pixel likelihoods)

@@ -131,9 +131,8 @@ class VAE(PyroModule):
         return out
 
     def decode_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x | z, c]: Bernoulli probabilities or Gaussian means, (..., P)."""
-        out = self.decoder(broadcast_cat(z, c))
-        return torch.sigmoid(out) if getattr(self.likelihood, "binary", False) else out
+        """E[x | z, c], (..., P): the likelihood's mean (Bernoulli probabilities, Gaussian means, ...)."""
+        return self.likelihood(self.decoder(broadcast_cat(z, c))).mean
 
     def generate(self, c: torch.Tensor | None, num: int) -> torch.Tensor:
         """Decoder means of ``num`` draws z ~ p(z | c), sampled through ``pyro.infer.Predictive``."""
@@ -166,7 +165,7 @@ def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
     )
 
     def new_likelihood() -> PyroModule:
-        return LIKELIHOODS.build(cfg.likelihood.name, **cfg.likelihood.kwargs())
+        return LIKELIHOODS.build(cfg.likelihood.name, **cfg.likelihood.kwargs(), num_features=num_features)
 
     baseline = None
     if getattr(opts, "condition", "none") == "quadrants":

@@ -9,26 +9,28 @@ from tabulate import tabulate
 from pyro_lvm.evaluation.estimates import Estimate
 
 
-def gap_warnings(L_q: Estimate, L_best: Estimate, fits: dict[str, list], block: int, cc) -> list[str]:
+def gap_warnings(
+    L_q: Estimate, L_best: Estimate, fits: dict[str, list], block: int, cc, family: str = "gaussian"
+) -> list[str]:
     """What makes the decomposition untrustworthy, one line each: a q* fit (per family in ``fits``) that stopped at
     its step limit (its L[q*] is then not the family's optimum), and L[q*] of the trained guide's family
     (``L_best``) below L[q] beyond noise (q* must be at least as good as any q in its family, the encoder's
     included, so the amortization gap would come out negative)."""
     out = []
-    for family, family_fits in fits.items():
+    for name, family_fits in fits.items():
         unconverged = sum(not f.converged for f in family_fits)
         if unconverged:
             out.append(
-                f"q*_{family} did not converge in {unconverged} of {len(family_fits)} block(s) of up to {block} "
+                f"q*_{name} did not converge in {unconverged} of {len(family_fits)} block(s) of up to {block} "
                 f"points within compare.qstar_max_steps = {cc.qstar_max_steps}: its L[q*] and the gaps built on it "
                 "are not at the family's optimum; raise compare.qstar_max_steps (or compare.qstar_lr)"
             )
     diff = Estimate(L_best.values - L_q.values)
     if diff.mean < -3 * diff.stderr:
         out.append(
-            f"L[q*] is below L[q] by {-diff.mean:.3f} ± {diff.stderr:.3f} nats: q* is not the best in its family per "
-            "datapoint, so the amortization gap is meaningless; raise compare.qstar_max_steps or set "
-            "compare.qstar_init = 'encoder'"
+            f"L[q*_{family}] is below L[q] by {-diff.mean:.3f} ± {diff.stderr:.3f} nats: q* is not the best in its "
+            "family per datapoint, so the amortization gap is meaningless; raise compare.qstar_max_steps or set "
+            "compare.qstar_init = 'encoder' (q* then starts at the guide's own q)"
         )
     return out
 

@@ -1,6 +1,6 @@
 """The Cremer et al. (2018) decomposition of inference suboptimality on one trained decoder, per datapoint:
 
-    log p(x) ≈ log p̂(x)                       (IWAE, K samples, proposal ½ q*_Gaussian + ½ q)
+    log p(x) ≈ log p̂(x)                       (IWAE, K samples; proposal q*_Gaussian, q (, q*_flow) in equal parts)
     approximation gap = log p̂(x) − L[q*_F]     (the limit of the trained guide's family F)
     amortization gap  = L[q*_F] − L[q]          (the encoder's shortfall against the best q in F per datapoint)
 
@@ -74,27 +74,22 @@ def fit_qstar(model, cc, x, c, init_loc, init_scale) -> tuple[torch.Tensor, torc
     return torch.cat(locs), torch.cat(scales), fits
 
 
-def fit_qstar_flow(model, cc, x, c, loc, scale) -> list:
-    """q*_flow per block of QSTAR_BLOCK rows, each started at the rows' q*_Gaussian (loc, scale)."""
-    f = cc.qstar_flow
-    return [
-        fit_local_flow(
-            model,
-            x[sl],
-            rows(c, sl),
-            loc[sl],
-            scale[sl],
-            f.flows,
-            f.kind,
-            f.hidden,
-            f.context_dim,
-            cc.qstar_lr,
-            cc.qstar_max_steps,
-            cc.qstar_window,
-            cc.qstar_tol,
-        )  # fmt: skip
-        for sl in chunks(x.shape[0], QSTAR_BLOCK)
-    ]
+def fit_qstar_flow(model, cc, x, c, loc, scale, guide=None) -> list:
+    """q*_flow per block of QSTAR_BLOCK rows, each started at the rows' q*_Gaussian (loc, scale) under identity
+    transforms, or, given a flow ``guide``, at the guide's own q (its base, context and a copy of its transforms)."""
+    f, fits = cc.qstar_flow, []
+    schedule = dict(lr=cc.qstar_lr, max_steps=cc.qstar_max_steps, window=cc.qstar_window, tol=cc.qstar_tol)
+    shape = dict(flows=f.flows, kind=f.kind, hidden=f.hidden, context_dim=f.context_dim)
+    for sl in chunks(x.shape[0], QSTAR_BLOCK):
+        xs, cs = x[sl], rows(c, sl)
+        if guide is None:
+            fits.append(fit_local_flow(model, xs, cs, loc[sl], scale[sl], **shape, **schedule))
+            continue
+        with torch.no_grad():
+            base_loc, base_scale, context = guide.encode_base(xs, cs)
+        start = dict(init_flows=guide.flows, init_context=context)
+        fits.append(fit_local_flow(model, xs, cs, base_loc, base_scale, **shape, **schedule, **start))
+    return fits
 
 
 @torch.no_grad()
@@ -137,8 +132,9 @@ def gap_decomposition(exp, cfg: Config) -> dict:
     ``compare.gap_points`` training points; for Gaussian guides also L[q_K], the encoder refined K steps
     (semi-amortized inference at test time).
 
-    log p̂(x) is IWAE with the defensive mixture ½ q*_Gaussian + ½ q as proposal (``DefensiveMixture``): unbiased
-    weights, no choice between proposals per datapoint (a flow q scores q*'s draws through its exact inverse).
+    log p̂(x) is IWAE with the defensive mixture of q*_Gaussian, q and, where fitted, q*_flow as proposal
+    (``DefensiveMixture``, equal parts): unbiased weights, no choice between proposals per datapoint (a flow scores
+    the other components' draws through its exact inverse).
     Estimates run ``eval.batch_size`` points at a time, so peak memory is bounded by max(eval.chunk_size,
     compare.elbo_samples) x eval.batch_size x (P + decoder widths) floats, plus the q* fit's block
     (``QSTAR_BLOCK``), whatever ``gap_points`` is."""
@@ -154,7 +150,10 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         qs_loc, qs_scale, fits = fit_qstar(exp.model, cc, x, c, torch.zeros_like(loc), torch.ones_like(scale))
     else:
         qs_loc, qs_scale, fits = fit_qstar(exp.model, cc, x, c, loc, scale)
-    flow_fits = fit_qstar_flow(exp.model, cc, x, c, qs_loc, qs_scale) if "flow" in cc.qstar_families else []
+    flow_fits = []
+    if "flow" in cc.qstar_families:  # a flow guide's own family starts at its q (qstar_init = 'encoder')
+        start_guide = exp.guide if flow_guide and cc.qstar_init == "encoder" else None
+        flow_fits = fit_qstar_flow(exp.model, cc, x, c, qs_loc, qs_scale, start_guide)
     L_q, L_qstar, L_flow, log_px = [], [], [], []
     refined: dict[int, list[torch.Tensor]] = {k: [] for k in ([] if flow_guide else cc.refine_ks)}
     elbo_chunk = min(cc.elbo_samples, ev.chunk_size)
@@ -163,12 +162,14 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         q_s, qstar_s = q_rows(sl), normal(qs_loc[sl], qs_scale[sl])
         L_q.append(estimates_from_q(exp.model, q_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
         L_qstar.append(estimates_from_q(exp.model, qstar_s, xs, cs, cc.elbo_samples, elbo_chunk)[1])
+        proposals = [qstar_s, q_s]
         if flow_fits:
             fit = flow_fits[sl.start // QSTAR_BLOCK]
             local = slice(sl.start % QSTAR_BLOCK, sl.start % QSTAR_BLOCK + (sl.stop - sl.start))
             q_flow = fit.distribution(local)
             L_flow.append(estimates_from_q(exp.model, q_flow, xs, cs, cc.elbo_samples, elbo_chunk)[1])
-        log_px.append(mixture_log_px(exp.model, qstar_s, q_s, xs, cs, ev.num_samples, ev.chunk_size))
+            proposals.append(q_flow)
+        log_px.append(mixture_log_px(exp.model, proposals, xs, cs, ev.num_samples, ev.chunk_size))
         for k in refined:
             lk, sk = refine(exp.model, xs, cs, loc[sl], scale[sl], k, refine_lr, "none")
             refined[k].append(estimates_from_q(exp.model, normal(lk, sk), xs, cs, cc.elbo_samples, elbo_chunk)[1])
@@ -176,8 +177,9 @@ def gap_decomposition(exp, cfg: Config) -> dict:
     best = torch.cat(L_flow) if flow_guide else L_qstar  # q* of the trained guide's family
     refined_est = {k: Estimate(torch.cat(v)) for k, v in refined.items()}
     amort = best - L_q
+    out_family = "flow" if flow_guide else "gaussian"
     out = {
-        "family": "flow" if flow_guide else "gaussian",
+        "family": out_family,
         "L_q": Estimate(L_q),
         "L_qstar": Estimate(L_qstar),
         "log_px": Estimate(log_px),
@@ -187,7 +189,9 @@ def gap_decomposition(exp, cfg: Config) -> dict:
         "qstar_converged": all(f.converged for f in fits),
         "refined": refined_est,
         "share_closed": {k: float((v.values - L_q).mean() / amort.mean()) for k, v in refined_est.items()},
-        "warnings": gap_warnings(Estimate(L_q), Estimate(best), {"gaussian": fits, "flow": flow_fits}, QSTAR_BLOCK, cc),
+        "warnings": gap_warnings(
+            Estimate(L_q), Estimate(best), {"gaussian": fits, "flow": flow_fits}, QSTAR_BLOCK, cc, out_family
+        ),
     }
     if flow_fits:
         L_flow = torch.cat(L_flow)

@@ -43,19 +43,22 @@ def elbo_curves(history: list[dict], path: Path, x_key: str = "step") -> None:
 
 def image_grid(
     images: torch.Tensor,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     path: Path,
     nrow: int = 10,
     title: str | None = None,
     pad_value: float = 0.5,
 ) -> None:
-    """``images`` (n, H*W) in [0, 1] -> one PNG grid."""
-    h, w = image_shape
+    """``images`` (n, H*W) or (n, C*H*W) in [0, 1], for image_shape (H, W) or (C, H, W) -> one PNG grid."""
+    shape = (1, *image_shape) if len(image_shape) == 2 else tuple(image_shape)
     grid = make_grid(
-        images.detach().float().cpu().reshape(-1, 1, h, w).clamp(0, 1), nrow=nrow, padding=1, pad_value=pad_value
-    )
+        images.detach().float().cpu().reshape(-1, *shape).clamp(0, 1), nrow=nrow, padding=1, pad_value=pad_value
+    )  # (C or 3, H', W'): make_grid repeats one channel to three
     fig, ax = subplots(figsize=(nrow * 0.6 + 0.4, grid.shape[1] / grid.shape[2] * nrow * 0.6 + 0.6))
-    ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if shape[0] == 1:
+        ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
