@@ -141,3 +141,16 @@ def test_kl_directions_script(tmp_path):
         (2, "forward"),
     ]
     assert (tmp_path / "kl" / "kl_directions.png").is_file()
+
+
+def test_conv_vs_mlp_script(tmp_path):
+    """Both VAEs train for the same wall-clock budget with parameter counts within 0.1% of each other."""
+    sets = [f"data.root={fake_idx_root(tmp_path)}", "data.max_train=120", "eval.num_points=20", "eval.num_samples=20"]
+    args = ["--minutes", "0.02", *[f"--set={s}" for s in sets], "--out", "cvm"]
+    out = run_script("conv_vs_mlp.py", args, tmp_path)
+    summary = json.loads((tmp_path / "cvm" / "comparison.json").read_text())
+    conv, mlp = summary["rows"]
+    assert (conv["net"], mlp["net"]) == ("conv", "mlp")
+    assert abs(conv["parameters"] - mlp["parameters"]) < 1e-3 * conv["parameters"]
+    assert 1.2 <= conv["train time (s)"] < 60 and 1.2 <= mlp["train time (s)"] < 60
+    assert "conv minus mlp, paired" in out.stdout

@@ -11,7 +11,7 @@ from pyro_lvm.data import Batches
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint
 from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, train
+from pyro_lvm.infer.train import CHECKPOINT, restore, train
 
 
 def cli(*args, cwd):
@@ -173,3 +173,13 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 1
     assert not list(tmp_path.glob("*.tmp"))  # the failed write cleaned up after itself
+
+
+def test_a_wall_clock_budget_stops_training_with_a_checkpoint(tmp_path):
+    """train.max_seconds: the run stops at the first step past the budget, records that step and checkpoints it."""
+    exp = Experiment.from_config(tiny_config(train={"steps": 100_000, "max_seconds": 1.0, "eval_every": 50}))
+    history = train(exp, tmp_path / "run")
+    last = history[-1]
+    assert 1.0 <= last["time_s"] < 30 and last["step"] < 100_000
+    step, _, _ = restore(Experiment.from_config(tiny_config(train={"steps": 100_000})), tmp_path / "run", True)
+    assert step == last["step"]

@@ -16,6 +16,7 @@ class _Section(BaseModel):
 
 class TrainConfig(_Section):
     steps: int = Field(3000, gt=0)
+    max_seconds: float | None = Field(None, gt=0)  # a wall-clock budget: stop at the first step past it
     batch_size: int = Field(128, gt=0)
     seed: int = 0
     eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
@@ -26,6 +27,8 @@ class TrainConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
     out_dir: str | None = None  # default runs/<config stem>
     progress: bool = True
+    # scalars (ELBO, objective, beta, validation, step time) and image grids to RUN/tb/ (pip install tensorboard)
+    tensorboard: bool = False
 
 
 class EvalConfig(_Section):

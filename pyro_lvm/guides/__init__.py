@@ -34,9 +34,17 @@ __all__ = [
 
 
 def build_guide(
-    options: Options, *, num_features: int, latent_dim: int, cond_dim: int, num_data: int, model: PyroModule
+    options: Options,
+    *,
+    num_features: int,
+    latent_dim: int,
+    cond_dim: int,
+    num_data: int,
+    model: PyroModule,
+    image_shape=None,
 ) -> PyroModule:
-    """The guide ``options.name`` built with its own options and the experiment's sizes, attached to ``model``."""
+    """The guide ``options.name`` built with its own options and the experiment's sizes (``image_shape``: of the
+    target, for image networks), attached to ``model``."""
     guide = GUIDES.build(
         options.name,
         **options.kwargs(),
@@ -44,6 +52,7 @@ def build_guide(
         latent_dim=latent_dim,
         cond_dim=cond_dim,
         num_data=num_data,
+        image_shape=image_shape,
     )
     if hasattr(guide, "attach"):
         guide.attach(model)

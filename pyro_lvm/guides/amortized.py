@@ -23,6 +23,7 @@ from pyro_lvm.registry import GUIDES, Options, Widths
 class AmortizedOptions(Options):
     hidden: Widths = Field(default_factory=lambda: [128, 128])  # encoder widths
     net: str = "mlp"  # the encoder's network (a registered network)
+    conv_channels: Widths = Field(default_factory=lambda: [32, 64])  # net = "conv": channels per halving of H, W
 
 
 class SemiAmortizedOptions(AmortizedOptions):
@@ -40,10 +41,15 @@ class AmortizedGuide(PyroModule):
         cond_dim: int = 0,
         hidden: list[int] | None = None,
         net: str = "mlp",
+        conv_channels: list[int] | None = None,
+        image_shape=None,
         **_: object,
     ) -> None:
         super().__init__()
-        self.encoder = GaussianHead(num_features + cond_dim, list(hidden or [128, 128]), latent_dim, net=net)
+        self.encoder = GaussianHead(
+            num_features + cond_dim, list(hidden or [128, 128]), latent_dim, net=net, role="encoder",
+            image_shape=image_shape, conv_channels=conv_channels,
+        )  # fmt: skip
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(broadcast_cat(x, c))  # (B, D), (B, D)

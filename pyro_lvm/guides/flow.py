@@ -92,12 +92,17 @@ class AmortizedFlowGuide(PyroModule):
         kind: str = "affine",
         flow_hidden: list[int] | None = None,
         context_dim: int = 16,
+        conv_channels: list[int] | None = None,
+        image_shape=None,
         **_: object,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         n_out = 2 * latent_dim + context_dim
-        self.encoder = NETWORKS.build(net, n_in=num_features + cond_dim, n_out=n_out, hidden=list(hidden or [128, 128]))
+        self.encoder = NETWORKS.build(
+            net, n_in=num_features + cond_dim, n_out=n_out, hidden=list(hidden or [128, 128]), role="encoder",
+            image_shape=image_shape, conv_channels=conv_channels,
+        )  # fmt: skip
         self.flows = build_flows(latent_dim, context_dim, flows, kind, list(flow_hidden or [64]))
 
     def encode_base(self, x: torch.Tensor, c: torch.Tensor | None = None):

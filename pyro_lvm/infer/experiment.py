@@ -88,8 +88,10 @@ class Experiment:
             getattr(cfg.model, "observed_quadrants", 1),
         )
         _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
+        # image networks see the whole image as the target; a quadrant CVAE's target is part of one
+        shape = data.image_shape if condition.kind != "quadrants" else None
         with seeded(cfg.train.seed):
-            model = build_model(cfg, condition.target_dim, condition.cond_dim).to(device, dtype)
+            model = build_model(cfg, condition.target_dim, condition.cond_dim, shape).to(device, dtype)
             guide = build_guide(
                 cfg.guide,
                 num_features=condition.target_dim,
@@ -97,6 +99,7 @@ class Experiment:
                 cond_dim=condition.cond_dim,
                 num_data=len(data.train),
                 model=model,
+                image_shape=shape,
             ).to(device, dtype)
         return cls._assemble(cfg, data, condition, model, guide, device)
 

@@ -24,7 +24,7 @@ from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.data import Batches
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
+from pyro_lvm.infer import checkpoint, tensorboard
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.lock import LOCK, clear, run_lock
@@ -160,11 +160,9 @@ def train(
     validate: Callable[[Experiment], float] | None = None,
     overwrite: bool = False,
 ) -> list[dict]:
-    """Train ``exp`` for ``train.steps`` steps in total, checkpointing into ``run_dir``; returns the history.
-
-    ``overwrite``: empty ``run_dir`` first (under its lock, so never under another writer's feet).
-    Without ``run_dir`` nothing is written (the parameters stay in ``exp``). Runs inside ``pyro_lvm.scope`` with
-    Pyro's validation set to ``train.pyro_validation``; the process's own settings are restored afterwards.
+    """Train ``exp`` for ``train.steps`` steps in total (or until ``train.max_seconds``), checkpointing into
+    ``run_dir`` (nothing written without one); returns the history. ``overwrite``: empty ``run_dir`` first, under
+    its lock. Runs inside ``pyro_lvm.scope`` with Pyro's validation set to ``train.pyro_validation``.
 
     The loss is the negative ELBO of the whole training set estimated from a batch (plate scaling N/B). Each
     history row averages, per datapoint and in nats, over the steps since the previous row:
@@ -176,6 +174,8 @@ def train(
     """
     if resume and run_dir is None:
         raise PyroLVMError("resume needs the run folder to resume from: pass run_dir")
+    if exp.cfg.train.tensorboard:
+        tensorboard.require(run_dir)  # before the run folder is made
     with scope(validation=exp.cfg.train.pyro_validation):
         if run_dir is None:
             return _train(exp, None, resume, validate)
@@ -236,6 +236,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     window: list[tuple[float, float]] = []  # (objective, bound at beta = 1) per step
     t0 = time.perf_counter() - elapsed
     grads_finite = gradient_check(exp)
+    scalars = tensorboard.ScalarLog(run_dir if cfg.tensorboard else None, step, elapsed, resume)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
     try:
         while step < cfg.steps:
@@ -264,7 +265,8 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
             step += 1
             window.append((-value / n, bound))
             bar.update(1)
-            if step % eval_every == 0 or step == cfg.steps:
+            done = step == cfg.steps or (cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)
+            if step % eval_every == 0 or done:
                 row = {
                     "step": step,
                     "epoch": step / batches.steps_per_epoch,
@@ -277,8 +279,9 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
                 if exp.amortized and validate is not None:
                     row["val_elbo"] = validate(exp)
                 history.append(row)
+                scalars.add(row)
                 bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
-            if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if run_dir is not None and (step % cfg.checkpoint_every == 0 or done):
                 # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
                 summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
                 state = _state(exp, step, history, summary)  # never save a poisoned state over the last good one
@@ -288,6 +291,9 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
                 checkpoint.save(state, run_dir / CHECKPOINT)
                 saved_step = step
                 write_metrics(run_dir, history, summary)
+            if done:
+                break
     finally:
         bar.close()
+        scalars.close()
     return history

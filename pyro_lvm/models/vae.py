@@ -31,6 +31,7 @@ class ModelOptions(Options):
     latent_dim: int = Field(8, gt=0, le=MAX_WIDTH)
     hidden: Widths = Field(default_factory=lambda: [128, 128])  # decoder widths
     net: str = "mlp"  # the decoder's network (a registered network)
+    conv_channels: Widths = Field(default_factory=lambda: [32, 64])  # net = "conv": channels per halving of H, W
 
 
 MODELS.base = ModelOptions
@@ -148,7 +149,7 @@ class CVAE(VAE):
     """The conditional VAE: same program, with the condition c fed to prior and decoder."""
 
 
-def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
+def build_model(cfg, num_features: int, cond_dim: int, image_shape=None) -> VAE:
     """The model ``cfg.model`` with its prior ``cfg.prior`` and likelihood ``cfg.likelihood`` (each built with its
     own options); ``cfg.baseline`` and ``cfg.train.seed`` for the quadrant CVAE's completion baseline."""
     from pyro_lvm.models.baseline import CompletionBaseline
@@ -172,7 +173,10 @@ def build_model(cfg, num_features: int, cond_dim: int) -> VAE:
         # its own seeded stream: the same baseline under every prior variant, and the other nets' start unchanged
         with seeded(cfg.train.seed):
             baseline = CompletionBaseline(cond_dim, cfg.baseline.hidden, num_features, new_likelihood())
-    decoder = NETWORKS.build(opts.net, n_in=D + cond_dim, n_out=num_features, hidden=list(opts.hidden))
+    decoder = NETWORKS.build(
+        opts.net, n_in=D + cond_dim, n_out=num_features, hidden=list(opts.hidden), role="decoder",
+        image_shape=image_shape, conv_channels=list(opts.conv_channels),
+    )  # fmt: skip
     parts = dict(
         prior=prior,
         likelihood=new_likelihood(),

@@ -1,7 +1,9 @@
 """Plain ``torch.nn`` networks. No Pyro here.
 
 Networks register by name (``NETWORKS``; ``model.net`` / ``guide.net`` / the conditional prior's ``net`` choose one):
-a factory ``(n_in, n_out, hidden, **_) -> nn.Module`` mapping (..., n_in) to (..., n_out).
+a factory ``(n_in, n_out, hidden, **_) -> nn.Module`` mapping (..., n_in) to (..., n_out). Factories also get
+``role`` ("encoder", "decoder"; none for a prior's network), ``image_shape`` ((H, W), (C, H, W) or None) and
+``conv_channels``, which image networks (``conv.py``) use and others ignore.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ def mlp_network(n_in: int, n_out: int, hidden: list[int], **_: object) -> nn.Seq
 class GaussianHead(nn.Module):
     """A network whose output is split into a Gaussian's loc and scale: (..., n_in) -> (..., D), (..., D)."""
 
-    def __init__(self, n_in: int, hidden: list[int], out_dim: int, min_scale: float = 1e-4, net: str = "mlp") -> None:
+    def __init__(
+        self, n_in: int, hidden: list[int], out_dim: int, min_scale: float = 1e-4, net: str = "mlp", **net_options
+    ) -> None:
         super().__init__()
-        self.net = NETWORKS.build(net, n_in=n_in, n_out=2 * out_dim, hidden=list(hidden))
+        # net_options (role, image_shape, conv_channels) reach the network factory; ``mlp`` ignores them
+        self.net = NETWORKS.build(net, n_in=n_in, n_out=2 * out_dim, hidden=list(hidden), **net_options)
         self.min_scale = min_scale
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.net(inputs).chunk(2, dim=-1)
         return loc, F.softplus(raw_scale) + self.min_scale
+
+
+from pyro_lvm.nn import conv  # noqa: E402, F401  (registers the conv network)

@@ -77,6 +77,13 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
         samples = exp.model.generate(None, 100)
         plots.image_grid(samples, shape, run_dir / "samples.png", title="decoder means of z ~ prior")
         written += [run_dir / "reconstructions.png", run_dir / "samples.png"]
+        if exp.cfg.train.tensorboard:  # the same grids beside the scalars, at the last step
+            from pyro_lvm.infer import tensorboard
+
+            step = history[-1]["step"] if history else 0
+            with tensorboard.writer(run_dir) as tb:
+                tensorboard.add_image_grid(tb, "reconstructions", torch.cat([x[:10], recon]), shape, step)
+                tensorboard.add_image_grid(tb, "samples", samples, shape, step)
     plots.latent_scatter(mean, y, run_dir / "latent.png")
     written.append(run_dir / "latent.png")
     return written
