@@ -135,3 +135,12 @@ def test_idx_files(tmp_path_factory, data):
     ds = _one_line_or_valid(load_dataset, data_options(name="fashion_mnist", root=str(src), binarize="none"))
     if ds is not None:
         assert ds.num_features == 784 and len(ds.train.x) == len(ds.train.y)
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.binary(max_size=300), st.sampled_from([".npy", ".npz"]), st.booleans())
+def test_array_files(tmp_path, blob, suffix, npy_header):
+    """Random bytes (behind a valid .npy magic string, or not) as the arrays dataset's file."""
+    path = tmp_path / f"f{suffix}"
+    path.write_bytes((b"\x93NUMPY\x01\x00" if npy_header else b"") + blob)
+    _one_line_or_valid(load_dataset, data_options(name="arrays", path=str(path), binarize="none"))

@@ -49,10 +49,14 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise PyroLVMError(f"{what} file {str(path)!r} not found; set data.path (and data.labels)") from None
-    except ValueError as err:  # object arrays: ragged rows or mixed types
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: ragged rows or mixed types
+            raise PyroLVMError(
+                f"{what} file {str(path)!r} holds an object array; save rows of equal length as one numeric array "
+                "(np.save(path, np.stack(rows)))"
+            ) from None
         raise PyroLVMError(
-            f"{what} file {str(path)!r} holds an object array ({err}); save rows of equal length as one numeric "
-            "array (np.save(path, np.stack(rows)))"
+            f"could not read {what} file {str(path)!r}: {err}; write it with np.save / np.savez"
         ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise PyroLVMError(
@@ -64,9 +68,12 @@ def _member(archive, key: str, path: Path) -> np.ndarray:
     try:
         return archive[key]  # read lazily: an object array fails here
     except ValueError as err:
+        what = "is an object array; save rows of equal length as one numeric array (np.stack(rows))"
+        what = what if "allow_pickle" in str(err) else f"could not be read ({err}); write it with np.savez"
+        raise PyroLVMError(f"array {key!r} in {str(path)!r} {what}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise PyroLVMError(
-            f"array {key!r} in {str(path)!r} is an object array ({err}); save rows of equal length as one numeric "
-            "array (np.stack(rows))"
+            f"array {key!r} in {str(path)!r} could not be read ({err}); write it with np.savez"
         ) from None
 
 
