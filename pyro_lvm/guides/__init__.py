@@ -42,6 +42,7 @@ def build_guide(
     num_data: int,
     model: PyroModule,
     image_shape=None,
+    observed_mask=None,
 ) -> PyroModule:
     """The guide ``options.name`` built with its own options and the experiment's sizes (``image_shape``: of the
     target, for image networks), attached to ``model``."""
@@ -53,6 +54,7 @@ def build_guide(
         cond_dim=cond_dim,
         num_data=num_data,
         image_shape=image_shape,
+        observed_mask=observed_mask,
     )
     if hasattr(guide, "attach"):
         guide.attach(model)

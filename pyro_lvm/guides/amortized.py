@@ -43,12 +43,13 @@ class AmortizedGuide(PyroModule):
         net: str = "mlp",
         conv_channels: list[int] | None = None,
         image_shape=None,
+        observed_mask=None,
         **_: object,
     ) -> None:
         super().__init__()
         self.encoder = GaussianHead(
             num_features + cond_dim, list(hidden or [128, 128]), latent_dim, net=net, role="encoder",
-            image_shape=image_shape, conv_channels=conv_channels,
+            image_shape=image_shape, conv_channels=conv_channels, observed_mask=observed_mask,
         )  # fmt: skip
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

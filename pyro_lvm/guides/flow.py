@@ -94,6 +94,7 @@ class AmortizedFlowGuide(PyroModule):
         context_dim: int = 16,
         conv_channels: list[int] | None = None,
         image_shape=None,
+        observed_mask=None,
         **_: object,
     ) -> None:
         super().__init__()
@@ -101,7 +102,7 @@ class AmortizedFlowGuide(PyroModule):
         n_out = 2 * latent_dim + context_dim
         self.encoder = NETWORKS.build(
             net, n_in=num_features + cond_dim, n_out=n_out, hidden=list(hidden or [128, 128]), role="encoder",
-            image_shape=image_shape, conv_channels=conv_channels,
+            image_shape=image_shape, conv_channels=conv_channels, observed_mask=observed_mask,
         )  # fmt: skip
         self.flows = build_flows(latent_dim, context_dim, flows, kind, list(flow_hidden or [64]))
 

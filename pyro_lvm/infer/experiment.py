@@ -88,10 +88,10 @@ class Experiment:
             getattr(cfg.model, "observed_quadrants", 1),
         )
         _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
-        # image networks see the whole image as the target; a quadrant CVAE's target is part of one
-        shape = data.image_shape if condition.kind != "quadrants" else None
+        # image networks get the image shape, and for a quadrant CVAE which pixels c shows (the target is the rest)
+        shape, mask = data.image_shape, condition.mask
         with seeded(cfg.train.seed):
-            model = build_model(cfg, condition.target_dim, condition.cond_dim, shape).to(device, dtype)
+            model = build_model(cfg, condition.target_dim, condition.cond_dim, shape, mask).to(device, dtype)
             guide = build_guide(
                 cfg.guide,
                 num_features=condition.target_dim,
@@ -100,6 +100,7 @@ class Experiment:
                 num_data=len(data.train),
                 model=model,
                 image_shape=shape,
+                observed_mask=mask,
             ).to(device, dtype)
         return cls._assemble(cfg, data, condition, model, guide, device)
 

@@ -149,7 +149,7 @@ class CVAE(VAE):
     """The conditional VAE: same program, with the condition c fed to prior and decoder."""
 
 
-def build_model(cfg, num_features: int, cond_dim: int, image_shape=None) -> VAE:
+def build_model(cfg, num_features: int, cond_dim: int, image_shape=None, observed_mask=None) -> VAE:
     """The model ``cfg.model`` with its prior ``cfg.prior`` and likelihood ``cfg.likelihood`` (each built with its
     own options); ``cfg.baseline`` and ``cfg.train.seed`` for the quadrant CVAE's completion baseline."""
     from pyro_lvm.models.baseline import CompletionBaseline
@@ -175,7 +175,7 @@ def build_model(cfg, num_features: int, cond_dim: int, image_shape=None) -> VAE:
             baseline = CompletionBaseline(cond_dim, cfg.baseline.hidden, num_features, new_likelihood())
     decoder = NETWORKS.build(
         opts.net, n_in=D + cond_dim, n_out=num_features, hidden=list(opts.hidden), role="decoder",
-        image_shape=image_shape, conv_channels=list(opts.conv_channels),
+        image_shape=image_shape, conv_channels=list(opts.conv_channels), observed_mask=observed_mask,
     )  # fmt: skip
     parts = dict(
         prior=prior,

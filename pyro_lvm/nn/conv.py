@@ -7,6 +7,10 @@
 - As a decoder (``role = "decoder"``), input (..., n_in) = [z, c]: an MLP of widths ``hidden`` to the smallest feature
   map, then 4x4 transposed convolutions double H and W back to (C, H, W); output (..., C·H·W).
 
+For a quadrant CVAE (``observed_mask``: True at the pixels c shows) the encoder's input is [hidden pixels, c]:
+it puts both back into the full image before the trunk; the decoder draws the full image and returns its hidden
+pixels. There c enters the encoder as the observed part of the image and the decoder as a vector beside z.
+
 H and W must be divisible by 2^len(channels). Leading batch dimensions (particles, ...) are kept.
 """
 
@@ -22,10 +26,7 @@ from pyro_lvm.registry import NETWORKS
 
 def _geometry(image_shape, channels: list[int], role: str) -> tuple[int, int, int]:
     if image_shape is None:
-        raise PyroLVMError(
-            f"network 'conv' as the {role} needs image data whose whole image is the model's target (data with an "
-            "image shape; not a quadrant CVAE, whose target is part of one); use net = 'mlp'"
-        )
+        raise PyroLVMError(f"network 'conv' as the {role} needs image data (a dataset with an image shape); use 'mlp'")
     c, h, w = (1, *image_shape) if len(image_shape) == 2 else tuple(image_shape)
     factor = 2 ** len(channels)
     if h % factor or w % factor:
@@ -37,10 +38,11 @@ def _geometry(image_shape, channels: list[int], role: str) -> tuple[int, int, in
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, n_in: int, n_out: int, hidden: list[int], image_shape, channels: list[int]) -> None:
+    def __init__(self, n_in: int, n_out: int, hidden: list[int], image_shape, channels: list[int], mask=None) -> None:
         super().__init__()
         c, h, w = _geometry(image_shape, channels, "encoder")
         self.shape, self.pixels = (c, h, w), c * h * w
+        self.register_buffer("mask", None if mask is None else mask.clone())  # (C·H·W,) True where c shows
         if n_in < self.pixels:
             raise PyroLVMError(f"network 'conv': input of {n_in} values is smaller than the image ({self.pixels})")
         layers: list[nn.Module] = []
@@ -52,6 +54,12 @@ class ConvEncoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         lead = inputs.shape[:-1]
+        if self.mask is not None:  # [hidden, observed] -> the full image, in place of the first C·H·W inputs
+            full = torch.empty(*lead, self.pixels, dtype=inputs.dtype, device=inputs.device)
+            hidden = int((~self.mask).sum())
+            full[..., ~self.mask] = inputs[..., :hidden]
+            full[..., self.mask] = inputs[..., hidden : self.pixels]
+            inputs = torch.cat([full, inputs[..., self.pixels :]], -1)
         image = inputs[..., : self.pixels].reshape(-1, *self.shape)  # (B', C, H, W)
         extra = inputs[..., self.pixels :].reshape(image.shape[0], -1)  # (B', k)
         out = self.head(torch.cat([self.trunk(image), extra], -1))
@@ -59,10 +67,11 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, n_in: int, n_out: int, hidden: list[int], image_shape, channels: list[int]) -> None:
+    def __init__(self, n_in: int, n_out: int, hidden: list[int], image_shape, channels: list[int], mask=None) -> None:
         super().__init__()
         c, h, w = _geometry(image_shape, channels, "decoder")
-        if n_out != c * h * w:
+        self.register_buffer("mask", None if mask is None else mask.clone())  # the output: pixels where it is False
+        if n_out != c * h * w - (0 if mask is None else int(mask.sum())):
             raise PyroLVMError(f"network 'conv' as a decoder outputs the image ({c * h * w} values), not {n_out}")
         down = 2 ** len(channels)
         self.start = (channels[-1], h // down, w // down)
@@ -78,7 +87,8 @@ class ConvDecoder(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         lead = inputs.shape[:-1]
         maps = self.stem(inputs.reshape(-1, inputs.shape[-1])).reshape(-1, *self.start)
-        return self.up(maps).reshape(*lead, -1)
+        image = self.up(maps).reshape(*lead, -1)
+        return image if self.mask is None else image[..., ~self.mask]
 
 
 @NETWORKS.register("conv")
@@ -89,13 +99,14 @@ def conv_network(
     image_shape=None,
     role: str | None = None,
     conv_channels: list[int] | None = None,
+    observed_mask: torch.Tensor | None = None,
     **_: object,
 ) -> nn.Module:
     """The DCGAN-style encoder or decoder of the module docstring."""
     channels = list(conv_channels or [32, 64])
     if role == "decoder":
-        return ConvDecoder(n_in, n_out, hidden, image_shape, channels)
+        return ConvDecoder(n_in, n_out, hidden, image_shape, channels, observed_mask)
     if role == "encoder":
-        return ConvEncoder(n_in, n_out, hidden, image_shape, channels)
+        return ConvEncoder(n_in, n_out, hidden, image_shape, channels, observed_mask)
     user = "a prior's network" if role is None else f"the {role} network"
     raise PyroLVMError(f"network 'conv' maps images, and {user} does not take one (its input is c); use net = 'mlp'")

@@ -2,8 +2,9 @@
 
 Networks register by name (``NETWORKS``; ``model.net`` / ``guide.net`` / the conditional prior's ``net`` choose one):
 a factory ``(n_in, n_out, hidden, **_) -> nn.Module`` mapping (..., n_in) to (..., n_out). Factories also get
-``role`` ("encoder", "decoder"; none for a prior's network), ``image_shape`` ((H, W), (C, H, W) or None) and
-``conv_channels``, which image networks (``conv.py``) use and others ignore.
+``role`` ("encoder", "decoder"; none for a prior's network), ``image_shape`` ((H, W), (C, H, W) or None),
+``conv_channels`` and ``observed_mask`` (a quadrant CVAE's observed pixels), which image networks (``conv.py``) use
+and others ignore.
 """
 
 from __future__ import annotations
