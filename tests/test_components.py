@@ -40,7 +40,7 @@ def _step(exp):
 @pytest.mark.parametrize("guide", GUIDES.names())
 @pytest.mark.parametrize("likelihood", LIKELIHOODS.names())
 def test_prior_guide_likelihood_step(prior, guide, likelihood):
-    binarize = "static" if likelihood == "bernoulli" else "none"
+    binarize = "static" if likelihood in ("bernoulli", "discretized_logistic") else "none"  # 0/1 are 8-bit values
     cfg = tiny_config(
         prior={"name": prior, "num_components": 3},
         guide={"name": guide, "refine_steps": 2},
