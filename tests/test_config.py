@@ -69,7 +69,7 @@ def test_bad_files_and_overrides(tmp_path):
 
 
 def test_component_options_are_checked_across_sections():
-    with pytest.raises(PyroLVMError, match="unknown network 'nonexistent'; registered: mlp"):
+    with pytest.raises(PyroLVMError, match="unknown network 'nonexistent'; registered: conv, mlp"):
         config.from_dict({"guide": {"net": "nonexistent"}})
     with pytest.raises(PyroLVMError, match="'compare.guide_options.amortized.refine_steps'"):
         config.from_dict({"compare": {"guide_options": {"amortized": {"refine_steps": 3}}}})
