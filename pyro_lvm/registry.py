@@ -123,7 +123,7 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
 
-DATASETS: Registry[Any] = Registry("dataset", "digits", "pyro_lvm.data.datasets")
+DATASETS: Registry[Any] = Registry("dataset", "digits", "pyro_lvm.data")  # datasets.py and files.py
 NETWORKS: Registry[Any] = Registry("network", "mlp", "pyro_lvm.nn.nets")
 PRIORS: Registry[Any] = Registry("prior", "standard_normal", "pyro_lvm.models.priors")
 LIKELIHOODS: Registry[Any] = Registry("likelihood", "bernoulli", "pyro_lvm.models.likelihoods")

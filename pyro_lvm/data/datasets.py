@@ -298,6 +298,3 @@ def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num
         raise PyroLVMError(f"dataset {cfg.name!r} is not in [0, 1]; set data.binarize = 'none'")
     ds = Dataset(getattr(cfg, "name", "tensors"), train, val, test, image_shape, num_classes, False)
     return _binarize(cfg, ds)
-
-
-from pyro_lvm.data import files  # noqa: E402, F401  (registers arrays and image_folder)
