@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from pyro_lvm.data.datasets import from_tensors
+from pyro_lvm.data.tensors import from_tensors
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment

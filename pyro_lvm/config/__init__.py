@@ -18,10 +18,11 @@ from typing import Annotated, Any
 import tomli_w
 from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
 
+from pyro_lvm.config.checks import check_combinations
 from pyro_lvm.config.messages import format_error
 from pyro_lvm.config.sections import BaselineConfig, CompareConfig, EvalConfig, TrainConfig, _Section
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import NETWORKS, SECTIONS, Options, load_plugins
+from pyro_lvm.registry import SECTIONS, Options, load_plugins
 
 
 def _component(section: str) -> tuple[Any, Any]:
@@ -96,80 +97,6 @@ def _check_renamed(section: str, name: str) -> None:
         )
 
 
-def _check_flow_family(cfg: Config, guides) -> None:
-    """The local flow of L[q*_flow] is the amortized_flow guide's own family when that guide is compared: its
-    transforms' shape must equal the guide's (``[guide]`` when it names the flow guide, then
-    ``compare.guide_options.amortized_flow``)."""
-    cc = cfg.compare
-    if "amortized_flow" not in cc.guides or "flow" not in cc.qstar_families:
-        return
-    own = cfg.guide.model_dump() if cfg.guide.name == "amortized_flow" else {}
-    try:
-        flow = guides.schema("amortized_flow").model_validate(
-            {**own, **cc.guide_options.get("amortized_flow", {}), "name": "amortized_flow"}
-        )
-    except ValidationError:
-        return  # reported with its key by the guide_options check
-    local = cc.qstar_flow
-    theirs = (flow.flows, flow.kind, list(flow.flow_hidden), flow.context_dim)
-    if (local.flows, local.kind, list(local.hidden), local.context_dim) != theirs:
-        raise PyroLVMError(
-            f"config key 'compare.qstar_flow': flows={local.flows}, kind={local.kind!r}, hidden={list(local.hidden)}, "
-            f"context_dim={local.context_dim} differ from the amortized_flow guide's flows={theirs[0]}, "
-            f"kind={theirs[1]!r}, flow_hidden={theirs[2]}, context_dim={theirs[3]}; L[q*_flow] is measured in the "
-            "guide's own family, so make them equal"
-        )
-
-
-def _check_combinations(cfg: Config) -> None:
-    """Rules that tie two sections together (one section's own rules live in its component's schema)."""
-    guides = SECTIONS["guide"]
-    for name in cfg.compare.guides:
-        if name not in guides:
-            raise PyroLVMError(
-                f"config key 'compare.guides': unknown guide {name!r}; registered: {', '.join(guides.names())}"
-            )
-    for section in ("model", "guide", "prior"):
-        net = getattr(getattr(cfg, section), "net", None)
-        if net is not None and net not in NETWORKS:
-            raise PyroLVMError(
-                f"config key '{section}.net': unknown network {net!r}; registered: {', '.join(NETWORKS.names())}"
-            )
-    if "gaussian" not in cfg.compare.qstar_families:
-        raise PyroLVMError(
-            "config key 'compare.qstar_families': the gap decomposition always fits the Gaussian q*; "
-            "use ['gaussian'] or ['gaussian', 'flow']"
-        )
-    if "amortized_flow" in cfg.compare.guides and "flow" not in cfg.compare.qstar_families:
-        raise PyroLVMError(
-            "config key 'compare.qstar_families': compare.guides has 'amortized_flow', whose gaps are measured "
-            "against the best flow per datapoint; set compare.qstar_families = ['gaussian', 'flow']"
-        )
-    _check_flow_family(cfg, guides)
-    for name, options in cfg.compare.guide_options.items():
-        if name not in cfg.compare.guides:
-            raise PyroLVMError(
-                f"config key 'compare.guide_options.{name}': {name!r} is not in compare.guides "
-                f"({', '.join(cfg.compare.guides)})"
-            )
-        try:
-            guides.schema(name).model_validate({**options, "name": name})
-        except ValidationError as err:
-            raise PyroLVMError(
-                format_error(err, guides.schema(name), f"compare.guide_options.{name}", guides)
-            ) from None
-    condition = getattr(cfg.model, "condition", "none")
-    if getattr(cfg.prior, "per_class", False) and condition != "label":
-        raise PyroLVMError(
-            "prior.per_class gives each class its own mixture component: it needs model.condition = 'label'"
-        )
-    if cfg.baseline.feed_prior and (condition != "quadrants" or cfg.prior.name != "conditional"):
-        raise PyroLVMError(
-            "baseline.feed_prior feeds the NN baseline's completion to the prior network: it needs "
-            "model.condition = 'quadrants' and prior.name = 'conditional'"
-        )
-
-
 def from_dict(raw: dict[str, Any]) -> Config:
     """Validate a config given as nested dicts (the TOML's tables); ``plugins`` are imported first."""
     plugins = raw.get("plugins", [])
@@ -180,7 +107,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise PyroLVMError(format_error(err, Config)) from None
-    _check_combinations(cfg)
+    check_combinations(cfg)
     return cfg
 
 

@@ -1,7 +1,8 @@
 """What the model conditions on: turn a batch's (x, y) into (target, c).
 
 - ``none``: (x, None), the plain VAE.
-- ``label``: (x, one_hot(y)), generate a class on demand.
+- ``label``: (x, one_hot(y)), generate a class on demand. With ``partial`` (the semi-supervised model M2), a
+  hidden label (``y = -1``, ``data.labelled.UNLABELLED``) gives a row of zeros: the row is unlabelled.
 - ``quadrants``: c = the observed quadrants' pixels, target = the hidden pixels (image completion).
 """
 
@@ -22,14 +23,17 @@ class Condition:
     num_features: int  # P of the full x
     num_classes: int = 0
     mask: torch.Tensor | None = None  # (P,) bool, True where observed (quadrants)
+    partial: bool = False  # labels may be hidden (y = -1): M2's unlabelled rows
 
     @classmethod
-    def build(cls, kind: str, num_features: int, num_classes: int, image_shape, observed: int) -> Condition:
+    def build(
+        cls, kind: str, num_features: int, num_classes: int, image_shape, observed: int, partial: bool = False
+    ) -> Condition:
         if kind == "quadrants":
             if image_shape is None:
                 raise PyroLVMError("model.condition = 'quadrants' needs an image dataset")
             return cls(kind, num_features, num_classes, quadrant_mask(image_shape, observed))
-        return cls(kind, num_features, num_classes)
+        return cls(kind, num_features, num_classes, partial=partial)
 
     @property
     def cond_dim(self) -> int:
@@ -44,6 +48,12 @@ class Condition:
         return self.num_features - self.cond_dim if self.kind == "quadrants" else self.num_features
 
     def labels(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.partial:  # hidden labels (-1) -> zero rows
+            known = y >= 0
+            return self.labels_of(torch.where(known, y, 0), dtype) * known.unsqueeze(-1).to(dtype)
+        return self.labels_of(y, dtype)
+
+    def labels_of(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise PyroLVMError(
                 f"label {int(y.max()) if int(y.max()) >= self.num_classes else int(y.min())} is out of range; "

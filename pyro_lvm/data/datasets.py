@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from pyro_lvm.config.messages import format_error
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.registry import DATASETS, Options
 
@@ -25,6 +24,7 @@ class DataOptions(Options):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # datasets without an official test split
     max_train: int | None = Field(None, gt=0)  # keep only the first n training rows (quick runs)
+    labelled: int | None = Field(None, gt=0)  # semi-supervised: keep n training labels, class-balanced (labelled.py)
     seed: int = 0  # the split seed, independent of the training seed
 
 
@@ -66,6 +66,7 @@ class Dataset:
     # dynamic binarization: the grey training images that training batches are drawn from (Bernoulli(x) afresh
     # each batch); ``train`` then holds one fixed binary draw of them, which every evaluation sees
     train_probs: Split | None = None
+    labelled: torch.Tensor | None = None  # (N,) bool: the training rows whose label training may use (data.labelled)
 
     @property
     def num_features(self) -> int:
@@ -90,6 +91,7 @@ class Dataset:
             self.num_classes,
             self.binary,
             None if self.train_probs is None else self.train_probs.to(device, dtype),
+            None if self.labelled is None else self.labelled.to(device),
         )
 
 
@@ -250,44 +252,6 @@ def load_dataset(cfg: DataOptions) -> Dataset:
     return _finish(cfg, train, test, image_shape, num_classes)
 
 
-def from_tensors(
-    x: torch.Tensor,
-    y: torch.Tensor | None = None,
-    *,
-    image_shape: tuple[int, int] | None = None,
-    test: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-    name: str = "tensors",
-    **options: object,
-) -> Dataset:
-    """A ``Dataset`` from tensors already in memory: ``x`` (N, P) (or (N, H, W), flattened), optional integer
-    labels ``y`` (N,), an optional test set ``test = (x_test, y_test)``; ``options`` are the data options
-    (``binarize``, ``val_fraction``, ``test_fraction``, ``seed``, ...; binarize defaults to 'none' here)."""
-    try:
-        opts = DataOptions.model_validate({"binarize": "none", **options})
-    except ValidationError as err:
-        raise PyroLVMError(format_error(err, DataOptions, "from_tensors")) from None
-    x = torch.as_tensor(x)
-    if x.dim() == 3:
-        image_shape = image_shape or (x.shape[1], x.shape[2])
-        x = x.reshape(len(x), -1)
-    if x.dim() != 2 or len(x) == 0:
-        raise PyroLVMError(f"x must be a non-empty (N, P) or (N, H, W) tensor, got shape {tuple(x.shape)}")
-
-    def split(x: torch.Tensor, y: torch.Tensor | None) -> Split:
-        x = torch.as_tensor(x).reshape(len(x), -1)
-        x = x if x.is_floating_point() else x.float()  # the experiment casts to train.dtype
-        y = torch.zeros(len(x), dtype=torch.long) if y is None else torch.as_tensor(y).long()
-        if y.shape != (len(x),):
-            raise PyroLVMError(f"labels have shape {tuple(y.shape)} but x has {len(x)} rows; pass y of shape (N,)")
-        return Split(x, y)
-
-    train = split(x, y)
-    num_classes = int(train.y.max()) + 1 if y is not None else 1
-    ds = _finish(opts, train, None if test is None else split(*test), image_shape, num_classes)
-    ds.name = name
-    return ds
-
-
 def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num_classes: int) -> Dataset:
     if test is None:  # no official test split: cut one off with the split seed
         train, test = _split_off(train, cfg.test_fraction, cfg.seed)
@@ -296,5 +260,9 @@ def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num
         train = Split(train.x[: cfg.max_train], train.y[: cfg.max_train])
     if cfg.binarize != "none" and (train.x.min() < 0 or train.x.max() > 1):
         raise PyroLVMError(f"dataset {cfg.name!r} is not in [0, 1]; set data.binarize = 'none'")
-    ds = Dataset(getattr(cfg, "name", "tensors"), train, val, test, image_shape, num_classes, False)
-    return _binarize(cfg, ds)
+    ds = _binarize(cfg, Dataset(getattr(cfg, "name", "tensors"), train, val, test, image_shape, num_classes, False))
+    if cfg.labelled is not None:
+        from pyro_lvm.data.labelled import labelled_mask
+
+        ds.labelled = labelled_mask(ds.train.y, cfg.labelled, num_classes, cfg.seed)
+    return ds

@@ -195,7 +195,12 @@ def mean_elbo(
 
 
 def validation_elbo(exp) -> float:
-    """The training loop's validation curve: ``mean_elbo`` of ``exp``'s model and guide on its validation split."""
+    """The training loop's validation curve: ``mean_elbo`` of ``exp``'s model and guide on its validation split
+    (for M2, the bound with the label summed out: ``labels.label_validation_elbo``)."""
+    if getattr(exp.model, "label_latent", False):
+        from pyro_lvm.evaluation.labels import label_validation_elbo
+
+        return label_validation_elbo(exp)
     return mean_elbo(exp.model, exp.guide, exp.data.val, exp.condition)
 
 

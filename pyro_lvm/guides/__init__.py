@@ -5,6 +5,7 @@
 - ``semi_amortized``: the encoder's (mu, sigma) refined by K gradient steps on the per-datapoint ELBO (Kim et al.
   2018, SA-VAE) (``amortized.py``, steps in ``local.py``).
 - ``amortized_flow``: the encoder's Gaussian warped by K conditional autoregressive transforms (``flow.py``).
+- ``m2``: the semi-supervised model's classifier q(y|x) and encoder q(z|x,y) (``classifier.py``).
 Guides own their local parameters; they never build the model (``attach`` hands them the one to refine against).
 """
 
@@ -14,6 +15,7 @@ from pyro.nn import PyroModule
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.amortized import AmortizedGuide, SemiAmortizedGuide
+from pyro_lvm.guides.classifier import M2Guide
 from pyro_lvm.guides.flow import AmortizedFlowGuide, build_flows, flow_distribution
 from pyro_lvm.guides.local import local_elbo, log_joint_per_datapoint, refine
 from pyro_lvm.guides.per_datapoint import PerDatapointGuide
@@ -22,6 +24,7 @@ from pyro_lvm.registry import GUIDES, Options
 __all__ = [
     "AmortizedFlowGuide",
     "AmortizedGuide",
+    "M2Guide",
     "PerDatapointGuide",
     "SemiAmortizedGuide",
     "build_flows",

@@ -294,3 +294,6 @@ def loss_and_backward(elbo, model, guide, *args, **kwargs) -> torch.Tensor:
             loss.backward()
         return loss.detach()
     return torch.tensor(elbo.loss_and_grads(model, guide, *args, **kwargs))
+
+
+from pyro_lvm.infer import semi_supervised  # noqa: E402, F401  (registers trace_enum)

@@ -17,8 +17,9 @@ from pyro_lvm.data.conditions import Condition
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.infer.elbos import build_elbo
+from pyro_lvm.infer.semi_supervised import SemiSupervisedObjective
 from pyro_lvm.models.vae import build_model
-from pyro_lvm.registry import OPTIMS
+from pyro_lvm.registry import ELBOS, OPTIMS
 from pyro_lvm.resources import mlp_parameters, require
 from pyro_lvm.seeding import seeded
 
@@ -86,6 +87,7 @@ class Experiment:
             data.num_classes,
             data.image_shape,
             getattr(cfg.model, "observed_quadrants", 1),
+            partial=cfg.data.labelled is not None,  # hidden labels (data.labelled) become rows of zeros
         )
         _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
         # image networks get the image shape, and for a quadrant CVAE which pixels c shows (the target is the rest)
@@ -132,7 +134,15 @@ class Experiment:
     @classmethod
     def _assemble(cls, cfg, data, condition, model, guide, device) -> Experiment:
         optim = OPTIMS.build(cfg.optim.name, modules=[model, guide], **cfg.optim.kwargs())
-        return cls(cfg, data, condition, model, guide, build_elbo(cfg.elbo), optim, device)
+        elbo = build_elbo(cfg.elbo)
+        if getattr(model, "label_latent", False):  # M2: labelled and unlabelled rows, each scaled to its own size
+            n_l = len(data.train) if data.labelled is None else int(data.labelled.sum())
+            # labelled rows have nothing to enumerate: trace_enum's labelled part is Trace_ELBO (the same loss)
+            labelled = cfg.elbo if cfg.elbo.name != "trace_enum" else ELBOS.schema("trace")(**cfg.elbo.kwargs())
+            elbo = SemiSupervisedObjective(
+                build_elbo(labelled), elbo, n_l, len(data.train) - n_l, getattr(model, "aux_weight", 0.0)
+            )
+        return cls(cfg, data, condition, model, guide, elbo, optim, device)
 
     @property
     def amortized(self) -> bool:

@@ -22,7 +22,7 @@ from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in not
 
 from pyro_lvm import config
 from pyro_lvm.context import scope
-from pyro_lvm.data import Batches
+from pyro_lvm.data.labelled import training_batches
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint, tensorboard
 from pyro_lvm.infer.elbos import loss_and_backward
@@ -202,7 +202,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
         run_dir.mkdir(parents=True, exist_ok=True)
     train_split = exp.data.training_rows
     n = len(train_split)
-    batches = Batches(train_split, cfg.batch_size, cfg.seed, exp.data.dynamic)
+    batches = training_batches(train_split, exp.data.labelled, cfg.batch_size, cfg.seed, exp.data.dynamic)
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history, summary = 0, [], {}
     if resume:

@@ -184,5 +184,9 @@ def build_model(cfg, num_features: int, cond_dim: int, image_shape=None, observe
         baseline=baseline,
         feed_baseline=feed,
         num_features=num_features,
+        num_classes=cond_dim,  # m2: the label's classes
     )
     return MODELS.build(opts.name, **{**opts.kwargs(), **parts})
+
+
+from pyro_lvm.models import m2  # noqa: E402, F401  (registers m2, which builds on VAE)

@@ -22,6 +22,10 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
     """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
     exp, run_dir = open_run(run_dir, overrides)
     out = evaluate_experiment(exp)
+    if "accuracy" in out:  # M2: its figures beside evaluation.json
+        from pyro_lvm.studies.label_report import m2_figures
+
+        m2_figures(exp, out, run_dir)
     (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
     return out
 
@@ -31,6 +35,10 @@ def evaluate_experiment(exp) -> dict:
     """Test-set ELBO and IWAE log p̂(x) (K = eval.num_samples) with standard errors, the independent-pixel
     baseline on the same points, and active units. Per-datapoint guides have no q for unseen points, so they are
     evaluated on the training rows they hold (say so in the output)."""
+    if getattr(exp.model, "label_latent", False):  # M2: the label is summed out (studies/label_report.py)
+        from pyro_lvm.studies.label_report import evaluate_m2
+
+        return evaluate_m2(exp)
     ev = exp.cfg.eval
     split_name = "test" if exp.amortized else "train"
     split = getattr(exp.data, split_name)
@@ -84,6 +92,11 @@ def evaluate_experiment(exp) -> dict:
 
 
 def print_evaluation(result: dict) -> None:
+    if "accuracy" in result:
+        from pyro_lvm.studies.label_report import print_m2
+
+        return print_m2(result)
+
     def row(label: str, key: str) -> list:
         return [label, result[key]["mean"], result[key]["stderr"]]
 
