@@ -25,6 +25,7 @@ class DataOptions(Options):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # datasets without an official test split
     max_train: int | None = Field(None, gt=0)  # keep only the first n training rows (quick runs)
     labelled: int | None = Field(None, gt=0)  # semi-supervised: keep n training labels, class-balanced (labelled.py)
+    label_seed: int = 0  # which rows keep their label (one draw of data.labelled rows; the splits stay as they are)
     seed: int = 0  # the split seed, independent of the training seed
 
 
@@ -264,5 +265,5 @@ def _finish(cfg: DataOptions, train: Split, test: Split | None, image_shape, num
     if cfg.labelled is not None:
         from pyro_lvm.data.labelled import labelled_mask
 
-        ds.labelled = labelled_mask(ds.train.y, cfg.labelled, num_classes, cfg.seed)
+        ds.labelled = labelled_mask(ds.train.y, cfg.labelled, num_classes, cfg.seed * 1_000_003 + cfg.label_seed)
     return ds

@@ -2,7 +2,8 @@
 and unlabelled rows side by side.
 
 ``data.labelled = n`` keeps the labels of n training rows, class-balanced (n // K per class, one more for the
-first n mod K classes) and chosen with the split seed ``data.seed``; every other training row is unlabelled.
+first n mod K classes) and chosen with the split seed ``data.seed`` and ``data.label_seed`` (another draw of
+labelled rows over the same splits); every other training row is unlabelled.
 Validation and test rows keep their labels for evaluation (accuracy), never for training.
 """
 

@@ -91,6 +91,11 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
     overrides = list(overrides or [])
     plugins = list(plugins or [])
     cfg = config_mod.load(config_path, overrides, plugins=plugins)
+    if cfg.model.name == "m2":
+        raise PyroLVMError(
+            "compare swaps the guide of one model; model 'm2' has one guide (its classifier and encoder): evaluate it "
+            "with pyro-lvm evaluate, and its label efficiency with experiments/semi_supervised.py"
+        )
     out = Path(cfg.compare.out_dir) if cfg.compare.out_dir else Path("runs") / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     rows, curves, methods = [], {}, {}

@@ -49,6 +49,11 @@ def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | N
     rows = []
     for i, run_dir in enumerate(run_dirs):
         exp, run_dir = open_run(run_dir)
+        if getattr(exp.model, "label_latent", False):
+            raise PyroLVMError(
+                f"{str(run_dir)!r} holds the semi-supervised model m2, whose label is discrete: PSIS k-hat and NUTS "
+                "here diagnose the continuous z of a VAE or CVAE; use pyro-lvm evaluate for m2"
+            )
         if i == 0:
             first = exp, run_dir  # NUTS and the output folder use the first run
         n = min(opts.num_points, len(exp.data.train))

@@ -68,7 +68,9 @@ def m2_figures(exp, result: dict, run_dir: Path) -> list[Path]:
     shape = exp.data.image_shape
     for i, true in enumerate(post["true"]):
         if shape is not None:
-            axes[0, i].imshow(exp.data.test.x[i].cpu().reshape(shape[-2:]), cmap="gray")
+            image = exp.data.test.x[i].float().cpu().reshape(shape)  # (H, W) or (C, H, W)
+            image = image if image.dim() == 2 else image.permute(1, 2, 0).squeeze(-1)
+            axes[0, i].imshow(image.clamp(0, 1), cmap="gray", vmin=0, vmax=1)
         axes[0, i].axis("off")
         axes[0, i].set_title(f"class {true}", fontsize=8)
         axes[1, i].bar(range(K), post["q_y"][i], color="tab:blue", label="q(y|x)")
