@@ -66,21 +66,27 @@ def image_grid(
     fig.savefig(path, dpi=120)
 
 
-def latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
-    """2-D scatter of guide means coloured by label; PCA to 2-D when the latent has more dimensions."""
+def latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: Path, split: str = "test") -> None:
+    """2-D scatter of guide means of ``split``'s points coloured by label; PCA to 2-D when the latent has more
+    dimensions (axes: principal components), else the axes are z_1 and z_2."""
     z = z.detach().float().cpu()
-    title = "guide means E_q[z]"
+    title = f"guide means E_q[z], {len(z)} {split} points"
+    axes = ("z_1", "z_2")
     if z.shape[1] > 2:
         from sklearn.decomposition import PCA
 
         z = torch.as_tensor(PCA(n_components=2).fit_transform(z.numpy()))
         title += " (PCA to 2-D)"
+        axes = ("principal component 1", "principal component 2")
     elif z.shape[1] == 1:
         z = torch.cat([z, torch.zeros_like(z)], dim=1)
+        axes = ("z_1", "(none: 1-D latent)")
     fig, ax = subplots(figsize=(5.5, 5))
     points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=6)
     fig.colorbar(points, ax=ax, label="label")
-    ax.set_title(title)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -111,6 +117,7 @@ def gap_histogram(amortization: torch.Tensor, approximation: torch.Tensor, path:
         ax.axvline(float(values.mean()), color="k", ls="--", label=f"mean {float(values.mean()):.2f}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("nats")
+        ax.set_ylabel("datapoints")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -120,5 +127,6 @@ def share_closed(shares: dict[int, float], path: Path) -> None:
     fig, ax = subplots(figsize=(5, 3.5))
     ks = sorted(shares)
     ax.plot(ks, [shares[k] for k in ks], "o-")
+    ax.set_xticks(ks)  # refinement steps are whole numbers
     ax.axhline(1.0, color="k", ls=":", label="q* (all of the gap)")
     _finish(fig, ax, path, "refinement steps K", "share of amortization gap closed")

@@ -84,6 +84,6 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
             with tensorboard.writer(run_dir) as tb:
                 tensorboard.add_image_grid(tb, "reconstructions", torch.cat([x[:10], recon]), shape, step)
                 tensorboard.add_image_grid(tb, "samples", samples, shape, step)
-    plots.latent_scatter(mean, y, run_dir / "latent.png")
+    plots.latent_scatter(mean, y, run_dir / "latent.png", "test" if exp.amortized else "training")
     written.append(run_dir / "latent.png")
     return written
