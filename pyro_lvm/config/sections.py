@@ -18,6 +18,9 @@ class TrainConfig(_Section):
     steps: int = Field(3000, gt=0)
     max_seconds: float | None = Field(None, gt=0)  # a wall-clock budget: stop at the first step past it
     batch_size: int = Field(128, gt=0)
+    # each step's batch in this many chunks, accumulated (less memory per step; several ranks share them, one
+    # chunk each by default): the plain run's gradient with other noise (pyro_lvm/infer/steps.py)
+    micro_batches: int = Field(1, gt=0)
     seed: int = 0
     eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
     checkpoint_every: int = Field(500, gt=0)
