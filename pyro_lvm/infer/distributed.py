@@ -64,13 +64,19 @@ class Ranks:
                 dist.barrier()
 
 
+_PEER_GONE = ("Connection reset", "Connection closed", "gloo", "NCCL", "Broken pipe", "timed out")
+
+
 @contextmanager
 def lost_rank(rank: int) -> Iterator[None]:
     """A collective that fails because a peer has gone (killed, out of memory, its own error) is reported in one
     line; the launcher names the rank that went."""
     try:
         yield
-    except (RuntimeError, dist.DistBackendError) as err:
+    except RuntimeError as err:
+        peer_gone = isinstance(err, dist.DistBackendError) or any(w in str(err) for w in _PEER_GONE)
+        if not peer_gone:
+            raise
         raise PyroLVMError(
             f"rank {rank}: lost contact with another rank ({str(err).splitlines()[0][:120]}); the job stops and the "
             "last checkpoint is intact"
