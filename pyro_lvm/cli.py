@@ -62,14 +62,22 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pyro_lvm.infer import distributed, launch
     from pyro_lvm.studies.report import evaluate_run, print_evaluation
+    from pyro_lvm.studies.run import run_config
 
     overrides = list(args.set)
     if args.num_samples:
         overrides.append(f"eval.num_samples={args.num_samples}")
     if args.num_points:
         overrides.append(f"eval.num_points={args.num_points}")
-    result = evaluate_run(args.run_dir, overrides)
+    device = run_config(Path(args.run_dir), overrides).train.device
+    if args.nproc > 1 and not distributed.launched():
+        sys.exit(launch.launch(args.nproc, _argv_without_nproc(), args.run_dir))
+    with distributed.session(device) as ranks:
+        result = evaluate_run(args.run_dir, overrides)
+    if not ranks.lead:
+        return
     print_evaluation(result)
     print(f"saved {Path(args.run_dir) / 'evaluation.json'}")
 
@@ -175,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--num-samples", type=_count(10**8), help="K importance samples per datapoint (eval.num_samples)")
     p.add_argument("--num-points", type=_count(10**9), help="evaluate the first n test points (eval.num_points)")
+    p.add_argument("--nproc", type=_count(1024), default=1, metavar="P", help="split the points over P ranks")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")

@@ -1,6 +1,7 @@
 """Training with several ranks (torchrun, gloo, CPU) against the one-process run with the same chunks, the
 micro-batched step, the per-datapoint shards and their checkpoints, a rank's death, and the launcher's refusals."""
 
+import json
 import os
 import signal
 import socket
@@ -210,3 +211,21 @@ def test_launcher_refuses_before_starting_ranks(tmp_path):
     out = _cli(["train", str(path), "--nproc", "3", "--set=train.out_dir=x"], tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not divisible by 3" in out.stderr, out.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_with_two_ranks_prints_the_one_process_means_and_errors(tmp_path):
+    """40 test points in batches of 16 (16, 16, 8: rank 0 takes two, rank 1 one), gathered in order: the same
+    per-datapoint values as one process with eval.per_batch_streams, so the same means and standard errors."""
+    from pyro_lvm.studies.report import evaluate_run
+    from pyro_lvm.studies.run import train_run
+
+    cfg = config.load(_toml(tmp_path, "amortized"), ["train.steps=20", "eval.num_samples=50"])
+    train_run(cfg, tmp_path / "run")
+    out = _cli(["evaluate", str(tmp_path / "run"), "--nproc", "2", "--num-points", "40"], tmp_path)
+    assert out.returncode == 0 and out.stdout.count("nats per datapoint") == 1, out.stderr[-3000:]
+    two = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    one = evaluate_run(tmp_path / "run", ["eval.per_batch_streams=true", "eval.num_points=40"])
+    for key in ("log_px", "elbo"):
+        assert two[key] == one[key], key
+    assert two["num_points"] == 40

@@ -40,6 +40,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(16, gt=0)  # datapoints per vectorised call (memory ~ batch * chunk * P floats)
     num_points: int | None = Field(None, gt=0)  # evaluate on the first n test points only
     seed: int = 1
+    # one random stream per batch of points (seeded by (seed, batch)) instead of one for the split: what a job of
+    # several ranks uses, each rank taking every P-th batch (same values as one process with this on)
+    per_batch_streams: bool = False
 
 
 class BaselineConfig(_Section):

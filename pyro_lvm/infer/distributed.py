@@ -58,6 +58,15 @@ class Ranks:
         """True on every rank when ``flag`` is true on one of them (e.g. a wall-clock budget ran out)."""
         return self.sum([float(flag)])[0] > 0
 
+    def gather_all(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        everyone = [None] * self.size
+        with lost_rank(self.rank):
+            dist.all_gather_object(everyone, value)
+        return everyone
+
     def barrier(self) -> None:
         if self.active:
             with lost_rank(self.rank):

@@ -18,7 +18,6 @@ contiguous M-th), B/M rows per chunk with the stratified scale N_k / (B/M), so t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 
 import torch
 
@@ -26,7 +25,7 @@ from pyro_lvm.data import Batches, Split
 from pyro_lvm.infer import distributed
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.seeding import replayed, rng_state, seeded
+from pyro_lvm.seeding import replayed, rng_state, seeded, stream_seed
 
 
 def bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
@@ -63,9 +62,8 @@ class PlainStep:
 
 
 def chunk_seed(seed: int, step: int, chunk: int) -> int:
-    """The seed of chunk ``chunk`` of step ``step``: a hash, so no two (seed, step, chunk) share a stream."""
-    digest = hashlib.blake2b(f"pyro_lvm/{seed}/{step}/{chunk}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    """The seed of chunk ``chunk`` of step ``step``."""
+    return stream_seed(seed, step, chunk)
 
 
 class ChunkedStep:

@@ -12,6 +12,7 @@ from tabulate import tabulate
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
+from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.run import open_run
@@ -22,7 +23,8 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
     """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
     exp, run_dir = open_run(run_dir, overrides)
     out = evaluate_experiment(exp)
-    (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
+    if Ranks().lead:  # a job of several ranks: rank 0 writes
+        (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
     return out
 
 
@@ -45,6 +47,7 @@ def evaluate_experiment(exp) -> dict:
         ev.num_points,
         None if exp.amortized else len(exp.data.train),
         ev.seed,
+        per_batch_streams=ev.per_batch_streams,
     )
     n = result["log_px"].values.numel()
     points = split.head(n)
