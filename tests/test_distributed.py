@@ -29,10 +29,23 @@ TINY = (
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
-def _cli(args, cwd, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "pyro_lvm", *args], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=300
+def _cli(args, cwd):
+    """``pyro-lvm ARGS``; a job still running after 300 s is a hang: its whole process group is stopped."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyro_lvm", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _toml(tmp_path, guide: str) -> Path:
@@ -81,6 +94,8 @@ def test_two_ranks_shard_per_datapoint_rows_and_resume_exactly(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = _cli(["train", "--resume", str(run), "--nproc", "2", "--set=train.steps=50"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    other = _cli(["train", "--resume", str(run), "--nproc", "4", "--set=train.steps=60"], tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "cannot be shared by 4 ranks" in other.stderr
     ddp, one = checkpoint.load(run / CHECKPOINT), _reference(path, tmp_path / "one")
     assert ddp["step"] == 50 and ddp["guide"]["loc.weight"].shape == (200, 2)
     _close(one, ddp)
@@ -117,6 +132,7 @@ def test_a_killed_rank_stops_the_job_in_one_line_and_the_checkpoint_loads(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while not (run / CHECKPOINT).exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -124,7 +140,11 @@ def test_a_killed_rank_stops_the_job_in_one_line_and_the_checkpoint_loads(tmp_pa
     pid = _pid_of_rank(token, 1)
     assert pid is not None and (run / CHECKPOINT).exists()
     os.kill(pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "rank 1 failed (killed by SIGKILL)" in lines[0], err
@@ -153,10 +173,16 @@ def test_two_nodes_on_one_machine_follow_the_one_process_run(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         for node in (0, 1)
     ]
-    outs = [p.communicate(timeout=300) for p in launchers]
+    try:
+        outs = [p.communicate(timeout=300) for p in launchers]
+    finally:
+        for p in launchers:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
     assert [p.returncode for p in launchers] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert outs[0][0].count("run folder:") == 1 and "run folder:" not in outs[1][0]
     _close(_reference(path, tmp_path / "one"), checkpoint.load(tmp_path / "ddp" / CHECKPOINT))
@@ -192,7 +218,8 @@ def test_micro_batches_change_the_noise_not_the_objective(tmp_path):
     [
         (dict(batch_size=2, ranks=4), "batch holds 2 rows"),
         (dict(batch_size=30, ranks=4, sharded=True), "30 is not divisible by 4"),
-        (dict(ranks=2, micro_batches=3), "multiple of 2"),
+        (dict(ranks=2, micro_batches=3), "cannot be shared by 2 ranks"),
+        (dict(ranks=4, micro_batches=2), "cannot be shared by 4 ranks"),
         (dict(ranks=2, micro_batches=4, sharded=True), "must be 1 or 2"),
         (dict(batch_size=32, num_train=33, ranks=2), "last batch of an epoch holds 1 rows"),
         (dict(device="cuda"), "no CUDA device"),

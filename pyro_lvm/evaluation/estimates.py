@@ -150,15 +150,16 @@ def evaluate_split(
     seed: int = 1,
     proposal: Callable | None = None,
     per_batch_streams: bool = False,
+    across_ranks: bool = False,
 ) -> dict:
     """IWAE log p̂(x) and ELBO for every row of ``split`` (or its first ``num_points``).
 
     ``num_data`` is passed for per-datapoint guides evaluated on the rows they were trained on (idx are rows).
     ``proposal(model, target, c)`` replaces the guide's q as the importance proposal (e.g. ``prior_proposal``).
     Evaluation draws from its own seeded RNG stream and leaves the training stream untouched: one stream for the
-    whole split, or with ``per_batch_streams`` one per batch, seeded by (seed, batch). Several ranks (a torchrun
-    job) take every P-th batch on its own stream and gather the per-datapoint values in order: the one-process
-    evaluation with ``per_batch_streams``, value for value.
+    whole split, or with ``per_batch_streams`` one per batch, seeded by (seed, batch). ``across_ranks`` (every rank
+    of a torchrun job calls it): each rank takes every P-th batch on its own stream and the per-datapoint values are
+    gathered in order, the one-process evaluation with ``per_batch_streams``, value for value.
     """
     decoder = getattr(model, "decoder", None)
     widths = split.x.shape[1] + (sum(getattr(m, "out_features", 0) for m in decoder.modules()) if decoder else 0)
@@ -167,7 +168,7 @@ def evaluate_split(
         f"importance sampling with eval.chunk_size = {chunk_size} particles for eval.batch_size = {batch_size} points",
         "lower eval.chunk_size or eval.batch_size (the estimate is the same; memory is chunk x batch)",
     )
-    ranks = Ranks()
+    ranks = Ranks() if across_ranks else Ranks.single()
     per_batch = per_batch_streams or ranks.size > 1
     iwae, elbo = [], []
     with seeded(seed), torch.no_grad():

@@ -40,6 +40,13 @@ class Ranks:
         self.size = dist.get_world_size() if self.active else 1
         self.lead = self.rank == 0  # the rank that prints and writes
 
+    @classmethod
+    def single(cls) -> Ranks:
+        """One rank, whatever the job: for work that one rank does alone (rank 0's validation)."""
+        one = cls.__new__(cls)
+        one.active, one.rank, one.size, one.lead = False, 0, 1, True
+        return one
+
     def _device(self) -> torch.device:
         return (
             torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -123,10 +130,11 @@ def check(batch_size: int, num_train: int, ranks: int, micro_batches: int, shard
     """The settings a job of ``ranks`` ranks cannot run with, each refused in one line."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PyroLVMError(f"train.device = {device!r} but no CUDA device is available; use train.device = 'cpu'")
-    chunks = max(micro_batches, ranks)
+    chunks = micro_batches if micro_batches > 1 else ranks  # a new run of P ranks: P chunks (train.py records it)
     if chunks % ranks:
         raise PyroLVMError(
-            f"train.micro_batches = {micro_batches} cannot be shared by {ranks} ranks; make it a multiple of {ranks}"
+            f"train.micro_batches = {micro_batches} (each step in {micro_batches} chunks; a resumed run keeps its "
+            f"own) cannot be shared by {ranks} ranks; use a divisor of it as the number of ranks"
         )
     batch = min(batch_size, num_train)
     if chunks > batch:
@@ -164,7 +172,10 @@ def shard(data: Dataset, ranks: Ranks) -> Dataset:
     rows = parts(len(data.train), ranks.size)[ranks.rank]
 
     def cut(split: Split | None) -> Split | None:
-        return None if split is None else Split(split.x[rows.start : rows.stop], split.y[rows.start : rows.stop])
+        if split is None:
+            return None
+        # copies: a view would keep the whole training set alive in every rank
+        return Split(split.x[rows.start : rows.stop].clone(), split.y[rows.start : rows.stop].clone())
 
     return dataclasses.replace(data, train=cut(data.train), train_probs=cut(data.train_probs))
 

@@ -44,6 +44,8 @@ def launch(nproc: int, argv: list[str], run_dir: Any) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([*cmd, "-m", "pyro_lvm", *argv], stderr=subprocess.PIPE, env=env)
+    # a launcher told to stop passes it on: torchrun then stops its ranks instead of being orphaned with them
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     errors, report, pending, in_report = [], [], b"", False
     while chunk := os.read(proc.stderr.fileno(), 65536):
         *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)

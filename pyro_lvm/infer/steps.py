@@ -22,6 +22,7 @@ import contextlib
 import torch
 
 from pyro_lvm.data import Batches, Split
+from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import distributed
 from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.experiment import Experiment
@@ -75,8 +76,13 @@ class ChunkedStep:
         rows = exp.data.training_rows
         self.tables = distributed.table_names(exp.guide)
         sharded = bool(self.tables)
+        if sharded and self.ranks.size > 1 and getattr(exp.model, "baseline", None) is not None:
+            raise PyroLVMError(  # each rank would fit the frozen NN baseline on its own part of the rows
+                "a quadrant CVAE with a per-datapoint guide trains in one process: drop --nproc or use another guide"
+            )
         self.num_data = int(self.ranks.sum([float(len(rows))])[0]) if sharded else len(rows)
-        P, M = self.ranks.size, max(cfg.micro_batches, self.ranks.size)
+        P = self.ranks.size
+        M = cfg.micro_batches if cfg.micro_batches > 1 else P
         distributed.check(cfg.batch_size, self.num_data, P, cfg.micro_batches, sharded, cfg.device)
         self.chunks = range(self.ranks.rank * (M // P), (self.ranks.rank + 1) * (M // P))
         self.M, self.dynamic = M, exp.data.dynamic

@@ -48,6 +48,7 @@ def evaluate_experiment(exp) -> dict:
         None if exp.amortized else len(exp.data.train),
         ev.seed,
         per_batch_streams=ev.per_batch_streams,
+        across_ranks=True,
     )
     n = result["log_px"].values.numel()
     points = split.head(n)
