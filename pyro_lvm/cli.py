@@ -21,6 +21,7 @@ from pyro_lvm.errors import PyroLVMError
 
 def _train(args: argparse.Namespace) -> None:
     from pyro_lvm import config
+    from pyro_lvm.infer import distributed, launch
     from pyro_lvm.studies.run import default_run_dir, run_config, train_run
 
     if args.resume:
@@ -30,13 +31,19 @@ def _train(args: argparse.Namespace) -> None:
                 f"--resume continues {str(run_dir)!r} with the config saved there; drop {args.config!r} "
                 "(change what may change with --set, e.g. train.steps)"
             )
-        _, history = train_run(run_config(run_dir, args.set), run_dir, resume=True)  # overrides may extend steps
+        cfg = run_config(run_dir, args.set)  # overrides may extend steps
     else:
         if args.config is None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
         cfg = config.load(args.config, args.set, plugins=args.plugin)
         run_dir = default_run_dir(cfg, args.config)
-        _, history = train_run(cfg, run_dir, overwrite=args.overwrite)
+    if args.nproc > 1 and not distributed.launched():  # this process becomes torchrun's parent
+        launch.check_config(cfg, args.nproc)
+        sys.exit(launch.launch(args.nproc, _argv_without_nproc(), run_dir))
+    with distributed.session(cfg.train.device) as ranks:
+        _, history = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    if not ranks.lead:
+        return
     last = history[-1]
     print(
         tabulate(
@@ -55,14 +62,22 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pyro_lvm.infer import distributed, launch
     from pyro_lvm.studies.report import evaluate_run, print_evaluation
+    from pyro_lvm.studies.run import run_config
 
     overrides = list(args.set)
     if args.num_samples:
         overrides.append(f"eval.num_samples={args.num_samples}")
     if args.num_points:
         overrides.append(f"eval.num_points={args.num_points}")
-    result = evaluate_run(args.run_dir, overrides)
+    device = run_config(Path(args.run_dir), overrides).train.device
+    if args.nproc > 1 and not distributed.launched():
+        sys.exit(launch.launch(args.nproc, _argv_without_nproc(), args.run_dir))
+    with distributed.session(device) as ranks:
+        result = evaluate_run(args.run_dir, overrides)
+    if not ranks.lead:
+        return
     print_evaluation(result)
     print(f"saved {Path(args.run_dir) / 'evaluation.json'}")
 
@@ -92,6 +107,19 @@ def _diagnose(args: argparse.Namespace) -> None:
         nuts_warmup=args.nuts_warmup,
     )
     print_diagnosis(diagnose(args.run_dirs, opts, args.out))
+
+
+def _argv_without_nproc() -> list[str]:
+    """This command's arguments for the ranks torchrun starts (``--nproc`` is the launcher's)."""
+    argv, out, skip = sys.argv[1:], [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,12 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config (see experiments/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument(
+        "--nproc",
+        type=_count(1024),
+        default=1,
+        metavar="P",
+        help="train with P ranks on this machine (runs torchrun --nproc-per-node P; gloo on CPU, nccl on CUDA)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", parents=[common], help="test ELBO and importance-sampled log-likelihood")
     p.add_argument("run_dir")
     p.add_argument("--num-samples", type=_count(10**8), help="K importance samples per datapoint (eval.num_samples)")
     p.add_argument("--num-points", type=_count(10**9), help="evaluate the first n test points (eval.num_points)")
+    p.add_argument("--nproc", type=_count(1024), default=1, metavar="P", help="split the points over P ranks")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")
@@ -201,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             load_plugins(args.plugin)
             args.func(args)
     except PyroLVMError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or str(err).startswith("rank "):  # ranks share their errors: one line
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact", file=sys.stderr)

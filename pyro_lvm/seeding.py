@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +23,13 @@ def seeded(seed: int | None = None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def stream_seed(seed: int, *keys: int | str) -> int:
+    """The seed of the stream named by ``keys`` (a training step and chunk, an evaluation batch): a hash, so no two
+    (seed, keys) share a stream and any of them can be drawn without drawing the others."""
+    digest = hashlib.blake2b("/".join(map(str, ("pyro_lvm", seed, *keys))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:

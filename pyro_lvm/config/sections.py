@@ -18,6 +18,9 @@ class TrainConfig(_Section):
     steps: int = Field(3000, gt=0)
     max_seconds: float | None = Field(None, gt=0)  # a wall-clock budget: stop at the first step past it
     batch_size: int = Field(128, gt=0)
+    # each step's batch in this many chunks, accumulated (less memory per step; several ranks share them, one
+    # chunk each by default): the plain run's gradient with other noise (pyro_lvm/infer/steps.py)
+    micro_batches: int = Field(1, gt=0)
     seed: int = 0
     eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
     checkpoint_every: int = Field(500, gt=0)
@@ -37,6 +40,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(16, gt=0)  # datapoints per vectorised call (memory ~ batch * chunk * P floats)
     num_points: int | None = Field(None, gt=0)  # evaluate on the first n test points only
     seed: int = 1
+    # one random stream per batch of points (seeded by (seed, batch)) instead of one for the split: what a job of
+    # several ranks uses, each rank taking every P-th batch (same values as one process with this on)
+    per_batch_streams: bool = False
 
 
 class BaselineConfig(_Section):

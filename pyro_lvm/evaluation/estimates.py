@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +20,9 @@ from pyro import poutine
 from pyro_lvm.data.batches import in_order
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.guides import log_joint_per_datapoint
+from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.resources import require
-from pyro_lvm.seeding import seeded
+from pyro_lvm.seeding import seeded, stream_seed
 
 
 @dataclass
@@ -147,12 +149,17 @@ def evaluate_split(
     num_data: int | None = None,
     seed: int = 1,
     proposal: Callable | None = None,
+    per_batch_streams: bool = False,
+    across_ranks: bool = False,
 ) -> dict:
     """IWAE log p̂(x) and ELBO for every row of ``split`` (or its first ``num_points``).
 
     ``num_data`` is passed for per-datapoint guides evaluated on the rows they were trained on (idx are rows).
     ``proposal(model, target, c)`` replaces the guide's q as the importance proposal (e.g. ``prior_proposal``).
-    Evaluation draws from its own seeded RNG stream and leaves the training stream untouched.
+    Evaluation draws from its own seeded RNG stream and leaves the training stream untouched: one stream for the
+    whole split, or with ``per_batch_streams`` one per batch, seeded by (seed, batch). ``across_ranks`` (every rank
+    of a torchrun job calls it): each rank takes every P-th batch on its own stream and the per-datapoint values are
+    gathered in order, the one-process evaluation with ``per_batch_streams``, value for value.
     """
     decoder = getattr(model, "decoder", None)
     widths = split.x.shape[1] + (sum(getattr(m, "out_features", 0) for m in decoder.modules()) if decoder else 0)
@@ -161,17 +168,26 @@ def evaluate_split(
         f"importance sampling with eval.chunk_size = {chunk_size} particles for eval.batch_size = {batch_size} points",
         "lower eval.chunk_size or eval.batch_size (the estimate is the same; memory is chunk x batch)",
     )
+    ranks = Ranks() if across_ranks else Ranks.single()
+    per_batch = per_batch_streams or ranks.size > 1
     iwae, elbo = [], []
     with seeded(seed), torch.no_grad():
-        for batch in in_order(split.head(num_points), batch_size):
-            target, c = condition(batch.x, batch.y)
-            if proposal is None:
-                q = guide_distribution(guide, target, c, batch.idx if num_data else None, num_data)
-            else:
-                q = proposal(model, target, c)
-            lp, el = estimates_from_q(model, q, target, c, num_samples, chunk_size)
+        for i, batch in enumerate(in_order(split.head(num_points), batch_size)):
+            if per_batch and i % ranks.size != ranks.rank:
+                continue
+            with seeded(stream_seed(seed, "eval", i)) if per_batch else nullcontext():
+                target, c = condition(batch.x, batch.y)
+                if proposal is None:
+                    q = guide_distribution(guide, target, c, batch.idx if num_data else None, num_data)
+                else:
+                    q = proposal(model, target, c)
+                lp, el = estimates_from_q(model, q, target, c, num_samples, chunk_size)
             iwae.append(lp)
             elbo.append(el)
+    if ranks.size > 1:  # rank r holds batches r, r + P, ...: interleave them back into the split's order
+        everyone = ranks.gather_all([(lp.cpu(), el.cpu()) for lp, el in zip(iwae, elbo, strict=True)])
+        pairs = [everyone[i % ranks.size][i // ranks.size] for i in range(sum(map(len, everyone)))]
+        iwae, elbo = [lp for lp, _ in pairs], [el for _, el in pairs]
     return {"log_px": Estimate(torch.cat(iwae)), "elbo": Estimate(torch.cat(elbo))}
 
 

@@ -16,10 +16,11 @@ from pyro_lvm.data import Dataset, load_dataset
 from pyro_lvm.data.conditions import Condition
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
+from pyro_lvm.infer.distributed import Ranks, shard
 from pyro_lvm.infer.elbos import build_elbo
 from pyro_lvm.infer.semi_supervised import SemiSupervisedObjective
 from pyro_lvm.models.vae import build_model
-from pyro_lvm.registry import ELBOS, OPTIMS
+from pyro_lvm.registry import ELBOS, GUIDES, OPTIMS
 from pyro_lvm.resources import mlp_parameters, require
 from pyro_lvm.seeding import seeded
 
@@ -81,6 +82,8 @@ class Experiment:
         device = resolve_device(cfg.train.device)
         dtype = getattr(torch, cfg.train.dtype)
         data = (data or load_dataset(cfg.data)).to(device, dtype)
+        if not getattr(GUIDES.get(cfg.guide.name), "amortized", True):
+            data = shard(data, Ranks())  # several ranks: each builds and keeps the per-datapoint rows of its part
         condition = Condition.build(
             getattr(cfg.model, "condition", "none"),
             data.num_features,

@@ -22,14 +22,14 @@ from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in not
 
 from pyro_lvm import config
 from pyro_lvm.context import scope
-from pyro_lvm.data.labelled import training_batches
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint, tensorboard
-from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer import steps as steps_mod
+from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.lock import LOCK, clear, run_lock
 from pyro_lvm.models.baseline import fit_baseline
-from pyro_lvm.seeding import cuda_devices, replayed, rng_state
+from pyro_lvm.seeding import cuda_devices
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
@@ -44,7 +44,8 @@ def kl_beta(step: int, warmup: int) -> float:
 # files are (data.root), test-time settings (the semi-amortized guide's refinement), what may change on resume.
 NOT_IDENTITY = {"data.root", "data.download", "guide.refine_steps", "guide.refine_lr", "guide.refine_backprop"}
 IDENTITY_SECTIONS = ("data", "model", "prior", "likelihood", "guide")
-RESUME_IDENTITY = ("seed", "batch_size", "dtype", "kl_warmup_steps")  # train.*: the trajectory, for resumes only
+# train.*: the trajectory, for resumes only
+RESUME_IDENTITY = ("seed", "batch_size", "dtype", "kl_warmup_steps", "micro_batches")
 
 
 def identity(cfg) -> dict:
@@ -67,10 +68,12 @@ def _state(exp: Experiment, step: int, history: list[dict], summary: dict) -> di
     }
 
 
-def restore(exp: Experiment, run_dir: Path, resuming: bool = False) -> tuple[int, list[dict], dict]:
+def restore(exp: Experiment, run_dir: Path, resuming: bool = False, local=None) -> tuple[int, list[dict], dict]:
     """Load ``run_dir``'s checkpoint into ``exp``; returns (step, history, summary). The run's identity (keys both
-    configs have) must match; ``resuming`` also checks the training trajectory, the step and the optimiser state."""
+    configs have) must match; ``resuming`` also checks the training trajectory, the step and the optimiser state.
+    ``local`` cuts the state to what this rank holds (its per-datapoint rows)."""
     state = checkpoint.load(run_dir / CHECKPOINT, map_location=exp.device)
+    state = local(state) if local is not None else state
     saved, now = state.get("identity") or {}, identity(exp.cfg) if exp.configured else {}
     for key in sorted(set(saved) & set(now)):
         if (resuming or not key.startswith("train.")) and saved[key] != now[key]:
@@ -113,13 +116,6 @@ def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-
-
-def _bound_at_beta_one(exp: Experiment, rng, target, c, idx, n: int) -> float:
-    """During KL warm-up: the bound at β = 1 per datapoint, −loss(β = 1) / N, from the same draws as the step's
-    loss (the stream is replayed from before the step, then handed back, so training draws nothing extra)."""
-    with replayed(rng), torch.no_grad():
-        return -float(exp.elbo.differentiable_loss(exp.model, exp.guide, target, c, idx=idx, num_data=n)) / n
 
 
 def gradient_check(exp: Experiment) -> Callable[[], str | None]:
@@ -174,12 +170,16 @@ def train(
     """
     if resume and run_dir is None:
         raise PyroLVMError("resume needs the run folder to resume from: pass run_dir")
+    if Ranks().size > 1 and exp.cfg.train.micro_batches == 1:  # the run's record: each step in P chunks
+        exp.cfg = config.with_overrides(exp.cfg, [f"train.micro_batches={Ranks().size}"])
     if exp.cfg.train.tensorboard:
         tensorboard.require(run_dir)  # before the run folder is made
     with scope(validation=exp.cfg.train.pyro_validation):
         if run_dir is None:
             return _train(exp, None, resume, validate)
         run_dir = Path(run_dir)
+        if not Ranks().lead:  # rank 0 holds the folder and writes; the others read a resumed checkpoint only
+            return _train(exp, run_dir, resume, validate)
         with run_lock(run_dir):  # one writer per folder (infer/lock.py); the checks below hold under it
             if not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists()):
                 if not overwrite:
@@ -201,19 +201,20 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
     train_split = exp.data.training_rows
-    n = len(train_split)
-    batches = training_batches(train_split, exp.data.labelled, cfg.batch_size, cfg.seed, exp.data.dynamic)
+    stepper = steps_mod.build(exp)  # plain, or in chunks (micro-batches, ranks)
+    n, ranks, batches = stepper.num_data, stepper.ranks, stepper.batches
+    out = run_dir if ranks.lead else None  # what this rank writes to
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history, summary = 0, [], {}
     if resume:
-        step, history, summary = restore(exp, run_dir, resuming=True)
+        step, history, summary = restore(exp, run_dir, resuming=True, local=stepper.restorable)
     summary["optimiser"] = exp.optim.description  # this run's, even where a resume's config changed it
     if exp.data.dynamic:
         summary["evaluation_data"] = (
             "dynamic binarization: training batches are fresh Bernoulli draws of the grey images; every evaluation "
             f"uses one fixed Bernoulli draw of each split (seed data.seed + 7 = {exp.cfg.data.seed + 7})"
         )
-    if run_dir is not None and exp.configured:
+    if out is not None and exp.configured:
         config.save(exp.cfg, run_dir / CONFIG)  # the resolved config (with any resume overrides) beside its checkpoint
     if not resume:
         if exp.model.baseline is not None:  # quadrant CVAE: fit the frozen NN baseline first (it is checkpointed)
@@ -236,21 +237,16 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     window: list[tuple[float, float]] = []  # (objective, bound at beta = 1) per step
     t0 = time.perf_counter() - elapsed
     grads_finite = gradient_check(exp)
-    scalars = tensorboard.ScalarLog(run_dir if cfg.tensorboard else None, step, elapsed, resume)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
+    scalars = tensorboard.ScalarLog(out if cfg.tensorboard else None, step, elapsed, resume)
+    show = cfg.progress and ranks.lead  # one bar for a job of several ranks
+    bar = tqdm(total=cfg.steps, initial=step, disable=not show, desc="train", unit="step", dynamic_ncols=True)
     try:
         while step < cfg.steps:
-            batch = batches.batch(step)
-            target, c = exp.condition(batch.x, batch.y)
             exp.optim.zero_grad()
             beta = kl_beta(step, cfg.kl_warmup_steps)
-            rng = rng_state() if beta != 1.0 else None
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN")
-                loss = loss_and_backward(
-                    exp.elbo, exp.model, exp.guide, target, c, idx=batch.idx, num_data=n, beta=beta
-                )
-            value = float(loss)
+                value, bound = stepper(step, beta)  # the loss, and the bound at beta = 1 per datapoint
             if not math.isfinite(value):
                 last = f"step {saved_step}" if saved_step is not None else "none written yet"
                 raise PyroLVMError(
@@ -260,12 +256,12 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
             bad = grads_finite()
             if bad is not None:
                 _stop(step + 1, "gradient", bad, run_dir, saved_step)
-            bound = -value / n if rng is None else _bound_at_beta_one(exp, rng, target, c, batch.idx, n)
             exp.optim.step()
             step += 1
             window.append((-value / n, bound))
             bar.update(1)
-            done = step == cfg.steps or (cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)
+            over = cfg.max_seconds is not None and ranks.any(time.perf_counter() - t0 >= cfg.max_seconds)
+            done = step == cfg.steps or over
             if step % eval_every == 0 or done:
                 row = {
                     "step": step,
@@ -276,7 +272,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
                     "time_s": time.perf_counter() - t0,
                 }
                 window = []
-                if exp.amortized and validate is not None:
+                if exp.amortized and validate is not None and ranks.lead:
                     row["val_elbo"] = validate(exp)
                 history.append(row)
                 scalars.add(row)
@@ -284,13 +280,14 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
             if run_dir is not None and (step % cfg.checkpoint_every == 0 or done):
                 # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
                 summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
-                state = _state(exp, step, history, summary)  # never save a poisoned state over the last good one
-                bad = checkpoint.first_nonfinite(checkpoint.tensors(state))
-                if bad is not None:
+                state = stepper.gather(_state(exp, step, history, summary))  # rank 0: all rows; others: None
+                bad = state and checkpoint.first_nonfinite(checkpoint.tensors(state))
+                if bad:  # never save a poisoned state over the last good one
                     _stop(step, "state", bad, run_dir, saved_step)
-                checkpoint.save(state, run_dir / CHECKPOINT)
+                if state is not None:
+                    checkpoint.save(state, run_dir / CHECKPOINT)
+                    write_metrics(run_dir, history, summary)
                 saved_step = step
-                write_metrics(run_dir, history, summary)
             if done:
                 break
     finally:

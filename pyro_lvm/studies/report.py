@@ -12,6 +12,7 @@ from tabulate import tabulate
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
+from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.run import open_run
@@ -22,11 +23,12 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
     """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
     exp, run_dir = open_run(run_dir, overrides)
     out = evaluate_experiment(exp)
-    if "accuracy" in out:  # M2: its figures beside evaluation.json
-        from pyro_lvm.studies.label_report import m2_figures
+    if Ranks().lead:  # a job of several ranks: rank 0 writes
+        if "accuracy" in out:  # M2: its figures beside evaluation.json
+            from pyro_lvm.studies.label_report import m2_figures
 
-        m2_figures(exp, out, run_dir)
-    (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
+            m2_figures(exp, out, run_dir)
+        (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
     return out
 
 
@@ -53,6 +55,8 @@ def evaluate_experiment(exp) -> dict:
         ev.num_points,
         None if exp.amortized else len(exp.data.train),
         ev.seed,
+        per_batch_streams=ev.per_batch_streams,
+        across_ranks=True,
     )
     n = result["log_px"].values.numel()
     points = split.head(n)

@@ -11,6 +11,7 @@ from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean, validation_elbo
+from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.train import CONFIG, restore, train
 from pyro_lvm.studies import plots
@@ -44,7 +45,8 @@ def train_run(
     then write the figures."""
     exp = Experiment.from_config(cfg)
     history = train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
-    write_figures(exp, run_dir, history)
+    if Ranks().lead:  # rank 0 writes for a job of several ranks
+        write_figures(exp, run_dir, history)
     return exp, history
 
 
