@@ -250,3 +250,9 @@ def test_cli_trains_evaluates_and_samples_m2(tmp_path):
     assert cli("sample", str(run), "--condition", "3").returncode == 0 and (run / "samples_c3.png").exists()
     bad = cli("train", str(config), "--set", f"train.out_dir={tmp_path / 'bad'}", "--set", "data.labelled=5")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_m2_is_refused_in_chunks():
+    """Chunked steps (micro-batches, ranks) cut the plain batch order, which M2's two batches are not: one line."""
+    with pytest.raises(PyroLVMError, match="m2 trains in one process"):
+        train(m2_experiment(steps=2, micro_batches=2))
