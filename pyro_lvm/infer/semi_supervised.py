@@ -12,7 +12,8 @@ With N_l labelled and N_u unlabelled training rows, a step sees B_l labelled row
 Each part is the plate-scaled ELBO of its own rows (the data plate has size N_l or N_u, subsample B_l or B_u), so
 the sum is an unbiased estimate of the full-data bound Σ_l L + Σ_u U (plus the auxiliary term, Kingma et al.'s
 J^α). Under ``trace_enum`` the sum over y in U is exact (parallel enumeration of the guide's ``y``); under
-``trace`` y is sampled from q(y | x) (a score-function gradient).
+``trace`` y is sampled from q(y | x) (a score-function gradient). With α > 0 the training history's ``train_elbo``
+(−loss / N) includes the auxiliary term, which is ≤ 0: it is then a lower number than the bound itself.
 """
 
 from __future__ import annotations
