@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
-from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in notebooks
 
-from pyro_lvm import config
+from pyro_lvm import config, progress
 from pyro_lvm.context import scope
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint, tensorboard
@@ -239,7 +238,7 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     grads_finite = gradient_check(exp)
     scalars = tensorboard.ScalarLog(out if cfg.tensorboard else None, step, elapsed, resume)
     show = cfg.progress and ranks.lead  # one bar for a job of several ranks
-    bar = tqdm(total=cfg.steps, initial=step, disable=not show, desc="train", unit="step", dynamic_ncols=True)
+    bar = progress.bar(cfg.steps, step, "train", "step", enabled=show)  # a bar on a terminal, lines in a log
     try:
         while step < cfg.steps:
             exp.optim.zero_grad()

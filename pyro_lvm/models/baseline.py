@@ -19,12 +19,12 @@ from collections import deque
 
 import torch
 from torch import nn
-from tqdm import tqdm  # plain text bars: tqdm.auto would want ipywidgets in notebooks
 
 from pyro_lvm.data import Batches
 from pyro_lvm.data.batches import in_order
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.nn.nets import mlp
+from pyro_lvm.progress import bar as progress_bar
 from pyro_lvm.seeding import seeded
 
 
@@ -76,9 +76,11 @@ def fit_baseline(
     window: deque[float] = deque(maxlen=batches.steps_per_epoch)
     best = {"step": steps, "val_log_px": -math.inf}
     best_state = None
+    bar = progress_bar(steps, 0, "NN baseline", "step", enabled=progress)
     try:
         with seeded(seed):
-            for step in tqdm(range(steps), disable=not progress, desc="NN baseline", unit="step", dynamic_ncols=True):
+            for step in range(steps):
+                bar.update(1)
                 batch = batches.batch(step)
                 target, c = condition(batch.x, batch.y)
                 loss = -baseline.log_prob(target, c).mean()
@@ -93,6 +95,7 @@ def fit_baseline(
                         best = {"step": done, "val_log_px": score}
                         best_state = copy.deepcopy(baseline.state_dict())
     finally:
+        bar.close()
         baseline.requires_grad_(False)
     if best_state is not None:
         baseline.load_state_dict(best_state)
