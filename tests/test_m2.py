@@ -256,3 +256,30 @@ def test_m2_is_refused_in_chunks():
     """Chunked steps (micro-batches, ranks) cut the plain batch order, which M2's two batches are not: one line."""
     with pytest.raises(PyroLVMError, match="m2 trains in one process"):
         train(m2_experiment(steps=2, micro_batches=2))
+
+
+def test_scarce_labels_hold_for_a_dataset_handed_over():
+    """data.labelled applies to data passed to from_config too (not only to a dataset the config loads), and a
+    dataset that already hides labels trains M2; both hide the same number of labels."""
+    import pyro_lvm
+
+    d = pyro_lvm.from_tensors(torch.rand(300, 16).round(), torch.arange(300) % 4, binarize="none")
+    exp = Experiment.from_config(tiny_config(data={"labelled": 20}, elbo={"name": "trace_enum"}, **M2), data=d)
+    assert int(exp.data.labelled.sum()) == 20
+    batch = exp.data.labelled  # the objective sees 20 labelled rows and the rest unlabelled
+    assert exp.elbo.num_labelled == 20 and exp.elbo.num_unlabelled == len(exp.data.train) - 20 and batch is not None
+    hidden = pyro_lvm.from_tensors(torch.rand(300, 16).round(), torch.arange(300) % 4, binarize="none", labelled=12)
+    exp = Experiment.from_config(tiny_config(elbo={"name": "trace_enum"}, train={"steps": 2}, **M2), data=hidden)
+    assert exp.condition.partial and math.isfinite(train(exp)[-1]["train_elbo"])
+    with pytest.raises(PyroLVMError, match="would never see"):
+        Experiment.from_config(tiny_config(), data=hidden)
+
+
+def test_no_condition_means_every_row_is_unlabelled():
+    exp = m2_experiment()
+    x = exp.data.train.x[:6]
+    torch.manual_seed(1)
+    none = exp.elbo.differentiable_loss(exp.model, exp.guide, x, None)
+    torch.manual_seed(1)
+    zeros = exp.elbo.differentiable_loss(exp.model, exp.guide, x, torch.zeros(6, 10, dtype=x.dtype))
+    assert torch.equal(none, zeros)

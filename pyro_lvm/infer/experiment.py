@@ -14,6 +14,7 @@ from pyro_lvm.config import Config
 from pyro_lvm.context import adopt, scoped
 from pyro_lvm.data import Dataset, load_dataset
 from pyro_lvm.data.conditions import Condition
+from pyro_lvm.data.labelled import labelled_mask
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.infer.distributed import Ranks, shard
@@ -57,6 +58,20 @@ def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, 
     )
 
 
+def with_labels(cfg: Config, data: Dataset) -> Dataset:
+    """Scarce labels wherever the data came from: ``data.labelled`` of the config on a dataset handed over without
+    a mask (``from_tensors``), and a mask only for the model that learns from it."""
+    if cfg.data.labelled is not None and data.labelled is None:
+        seed = cfg.data.seed * 1_000_003 + cfg.data.label_seed  # as load_dataset draws it
+        data.labelled = labelled_mask(data.train.y, cfg.data.labelled, data.num_classes, seed)
+    if data.labelled is not None and cfg.model.name != "m2":
+        raise PyroLVMError(
+            f"this dataset hides training labels (data.labelled), which model {cfg.model.name!r} would never see: "
+            "use model.name = 'm2' and guide.name = 'm2', or a dataset with every label"
+        )
+    return data
+
+
 @dataclass
 class Experiment:
     """Everything one training run needs. ``cfg`` holds the settings of the loop (``train``, ``eval``) and, for
@@ -81,7 +96,7 @@ class Experiment:
         dataset (e.g. ``pyro_lvm.from_tensors(x, y)``). Parameter initialisation is seeded by ``train.seed``."""
         device = resolve_device(cfg.train.device)
         dtype = getattr(torch, cfg.train.dtype)
-        data = (data or load_dataset(cfg.data)).to(device, dtype)
+        data = with_labels(cfg, data or load_dataset(cfg.data)).to(device, dtype)
         if not getattr(GUIDES.get(cfg.guide.name), "amortized", True):
             data = shard(data, Ranks())  # several ranks: each builds and keeps the per-datapoint rows of its part
         condition = Condition.build(
@@ -90,7 +105,7 @@ class Experiment:
             data.num_classes,
             data.image_shape,
             getattr(cfg.model, "observed_quadrants", 1),
-            partial=cfg.data.labelled is not None,  # hidden labels (data.labelled) become rows of zeros
+            partial=data.labelled is not None,  # hidden labels (data.labelled) become rows of zeros
         )
         _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
         # image networks get the image shape, and for a quadrant CVAE which pixels c shows (the target is the rest)

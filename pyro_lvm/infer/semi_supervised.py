@@ -73,6 +73,8 @@ class SemiSupervisedObjective:
         return self._enumerated[id(guide)]
 
     def differentiable_loss(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
+        if c is None:  # no condition given: every row is unlabelled
+            c = x.new_zeros(x.shape[0], 1)
         known = c.sum(-1) > 0  # (B,)
         loss = x.new_zeros(())
         x_l, c_l, x_u = x[known], c[known], x[~known]
