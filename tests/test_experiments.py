@@ -53,6 +53,8 @@ def test_config_smoke_runs(config, tmp_path):
     overrides = list(TINY)
     if "fashion" in config:
         overrides += [f"data.root={fake_idx_root(tmp_path)}", "eval.batch_size=16"]
+    if "m2" in config:  # scarce labels within the 120 rows kept (class-balanced: 2 per class)
+        overrides += ["data.labelled=20"]
     sets = [f"--set={o}" for o in overrides]
     if any(word in config for word in ("compare", "cremer", "flows")):
         out = run(["compare", str(EXPERIMENTS / config), *sets, f"--set=compare.out_dir={tmp_path / 'cmp'}"], tmp_path)
