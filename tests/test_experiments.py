@@ -156,3 +156,13 @@ def test_conv_vs_mlp_script(tmp_path):
     assert abs(conv["parameters"] - mlp["parameters"]) < 1e-3 * conv["parameters"]
     assert 1.2 <= conv["train time (s)"] < 60 and 1.2 <= mlp["train time (s)"] < 60
     assert "conv minus mlp, paired" in out.stdout
+
+
+def test_semi_supervised_script(tmp_path):
+    """The label study end to end on a tiny budget: one count, two draws, its table, JSON and figure."""
+    sets = ["data.max_train=120", "train.steps=3", "train.kl_warmup_steps=0"]
+    args = ["--counts", "20", "--draws", "2", *[f"--set={s}" for s in sets], "--out", "ls"]
+    out = run_script("semi_supervised.py", args, tmp_path)
+    summary = json.loads((tmp_path / "ls" / "label_study.json").read_text())
+    assert summary["counts"] == [20] and len(summary["runs"]["20"]) == 2
+    assert "labels only" in out.stdout and (tmp_path / "ls" / "label_study.png").is_file()
