@@ -40,7 +40,7 @@ export PYTHONPATH=/tmp/site:$PWD
 py=python3
 fm=(--set data.root=.data/fashion-mnist --set train.device=cuda --set train.progress=false)
 
-step 300 "CUDA tests" $py -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step 240 "CUDA tests" $py -m pytest -v -n 8 -p no:cacheprovider tests/test_gpu.py  # pytest-xdist is on the machine
 step 60 "CLI train digits on cuda" $py -m pyro_lvm train experiments/digits_vae.toml --set train.device=cuda \
   --set train.progress=false --set train.out_dir=/tmp/runs/digits_cuda
 $py -c "import json; h=json.load(open('/tmp/runs/digits_cuda/metrics.json'))['history'][-1]; print('digits', h)" \
@@ -56,8 +56,8 @@ for b in 128 1024; do
     >>"$log" 2>&1
 done
 step 400 "reduced gap decomposition" $py -m pyro_lvm compare experiments/fashion_mnist_cremer.toml "${fm[@]}" \
-  --set train.steps=20000 --set train.eval_every=20000 --set "compare.guides=['amortized','per_datapoint']" --set "compare.guide_options={}" \
-  --set compare.gap_points=200 --set compare.qstar_max_steps=2000 --set eval.num_samples=1000 \
-  --set eval.num_points=200 --set eval.batch_size=50 --set compare.out_dir=/tmp/runs/cremer
+  --set train.steps=20000 --set train.eval_every=20000 --set "compare.guides=['amortized']" --set "compare.guide_options={}" \
+  --set compare.gap_points=200 --set compare.qstar_max_steps=5000 --set compare.qstar_init=encoder \
+  --set eval.num_samples=1000 --set eval.num_points=200 --set eval.batch_size=50 --set compare.out_dir=/tmp/runs/cremer
 cp /tmp/runs/cremer/comparison.json "$out/" 2>/dev/null
 echo "== done after $(($(date +%s) - start)) s" | tee -a "$log"

@@ -118,3 +118,70 @@ def test_resume_on_cuda_restores_the_cuda_stream(tmp_path):
     train(resumed, tmp_path / "b", resume=True)
     for key, value in straight.model.state_dict().items():  # amortized dense nets: deterministic kernels
         assert torch.allclose(value, resumed.model.state_dict()[key], rtol=1e-5, atol=1e-6), key
+
+
+@needs_cuda
+def test_m2_train_evaluate_sample_on_cuda(tmp_path):
+    """M2 on the GPU: enumerated labels (TraceEnum_ELBO), the labelled/unlabelled batches and the label report."""
+    run = tmp_path / "m2"
+    sets = [f"--set={o}" for o in [*TINY, "data.labelled=20", "train.device=cuda", f"train.out_dir={run}"]]
+    cli("train", "experiments/digits_m2.toml", *sets, cwd=REPO)
+    out = cli("evaluate", str(run), cwd=REPO)
+    assert "accuracy" in out.stdout
+    cli("sample", str(run), "--condition=7", cwd=REPO)
+
+
+def _close_states(a: dict, b: dict, rel: float) -> None:
+    for part in ("model", "guide"):
+        for key, x in a[part].items():
+            if x.is_floating_point() and x.numel():
+                err = float((x - b[part][key]).abs().max() / x.abs().max().clamp_min(1e-300))
+                assert err <= rel, (part, key, err)
+
+
+def _cuda_reference(tmp_path, chunks: int) -> tuple[list[str], dict]:
+    """The one-process float64 run on CUDA with ``chunks`` chunks per step, and the settings it ran with."""
+    from pyro_lvm import config
+    from pyro_lvm.infer import checkpoint
+    from pyro_lvm.infer.train import CHECKPOINT
+
+    sets = [*TINY, "train.device=cuda", "train.dtype=float64", "train.batch_size=32"]
+    cfg = config.load(REPO / "experiments" / "digits_vae.toml", [*sets, f"train.micro_batches={chunks}"])
+    train(Experiment.from_config(cfg), tmp_path / "one")
+    return sets, checkpoint.load(tmp_path / "one" / CHECKPOINT)
+
+
+@needs_cuda
+def test_an_nccl_group_of_one_rank_follows_the_one_process_run(tmp_path):
+    """DDP's gradient hook and the float all-reduces over nccl (a group of one rank on this GPU; torchrun starts no
+    group for one rank, and nccl refuses two ranks on one GPU) end where the run without a group ends."""
+    import torch.distributed as dist
+
+    from pyro_lvm import config
+    from pyro_lvm.infer import checkpoint, distributed
+    from pyro_lvm.infer.train import CHECKPOINT
+
+    sets, one = _cuda_reference(tmp_path, 2)
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert distributed.Ranks().active and distributed.Ranks().sum([1.5, 2.0]) == [1.5, 2.0]
+        cfg = config.load(REPO / "experiments" / "digits_vae.toml", [*sets, "train.micro_batches=2"])
+        train(Experiment.from_config(cfg), tmp_path / "group")
+    finally:
+        dist.destroy_process_group()
+    _close_states(one, checkpoint.load(tmp_path / "group" / CHECKPOINT), 1e-8)
+
+
+@needs_cuda
+def test_two_nccl_ranks_follow_the_one_process_run(tmp_path):
+    """``pyro-lvm train --nproc 2`` on CUDA: one GPU per rank, the same end as two chunks per step in one process."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA devices, {torch.cuda.device_count()} present")
+    from pyro_lvm.infer import checkpoint
+    from pyro_lvm.infer.train import CHECKPOINT
+
+    sets, one = _cuda_reference(tmp_path, 2)
+    job = [f"--set={o}" for o in [*sets, f"train.out_dir={tmp_path / 'job'}"]]
+    cli("train", "experiments/digits_vae.toml", "--nproc", "2", *job, cwd=REPO)
+    _close_states(one, checkpoint.load(tmp_path / "job" / CHECKPOINT), 1e-8)
+    cli("evaluate", str(tmp_path / "job"), "--nproc", "2", "--num-points", "20", cwd=REPO)
