@@ -101,12 +101,11 @@ def quadrant_study(
         "CVAE gain over NN (paired)",
     ]
     n, k = rows[0]["num_points"], rows[0]["num_samples"]
-    text = tabulate(table, headers=headers, tablefmt="github")
+    text = tabulate(table, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github")  # "x|c" in a cell
     note = f"nats per test image, {n} test points, K = {k}; mean ± standard error (lower −log p is better)"
     (out / "quadrants.md").write_text(f"{text}\n\n{note}\n")
     (out / "quadrants.json").write_text(json.dumps(rows, indent=2))
-    print(text)
-    print(note)
+    print(f"{text}\n\n{note}")
     return rows
 
 
@@ -134,7 +133,7 @@ def label_study(config_path: str | Path, overrides: list[str], out: Path, varian
         for r in rows
     ]
     headers = ["prior", "ELBO", "log p̂(x|c) (IWAE)", "pairwise KL", "min acc.", "accuracy per class (%)"]
-    text = tabulate(table, headers=headers, tablefmt="github")
+    text = tabulate(table, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github")  # "x|c" in a cell
     r0 = rows[0]
     note = (
         f"nats per test image, {r0['num_points']} points, K = {r0['num_samples']}; accuracy = share of 100 decoder "
@@ -143,6 +142,5 @@ def label_study(config_path: str | Path, overrides: list[str], out: Path, varian
     )
     (out / "labels.md").write_text(f"{text}\n\n{note}\n")
     (out / "labels.json").write_text(json.dumps(rows, indent=2))
-    print(text)
-    print(note)
+    print(f"{text}\n\n{note}")
     return rows
