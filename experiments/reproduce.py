@@ -34,7 +34,9 @@ TINY_TRAIN = ["train.steps=30", "train.progress=false", "data.max_train=120", "e
 TINY_COMPARE = [*TINY_TRAIN, "eval.num_points=20", "compare.gap_points=10", "compare.qstar_max_steps=50"]
 TINY_COMPARE += ["compare.elbo_samples=10"]
 # report lines that say where the files went or what is running, not what was measured
-NOISE = re.compile(r"^(== |run folder:|table, JSON, CSV and figures in|tables and runs in|\d+ s in all; wrote)")
+NOISE = re.compile(
+    r"^(== |run folder:|table, JSON, CSV and figures in|tables and runs in|\d+ s in all; wrote|wrote |saved )"
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,12 @@ class Study:
     command: list[str]
     pages: list[str]
     minutes: float  # on a 2-core CPU, for --list
-    out: str  # "set" (--set compare.out_dir=DIR) or "flag" (--out DIR)
+    out: str  # "set" (--set compare.out_dir=DIR), "flag" (--out DIR) or "" ("{out}" in the commands)
     quick: list[str] = field(default_factory=list)  # extra arguments for --quick
     markdown: bool = False
     figures: dict[str, str] = field(default_factory=dict)  # file in the output folder -> path in the repository
+    before: list[list[str]] = field(default_factory=list)  # commands whose output is not shown (a training run)
+    shown: str = ""  # the commands as a reader types them, where they differ from ``command``
 
 
 def _compare(config: str, pages: list[str], minutes: float) -> Study:
@@ -70,8 +74,23 @@ def _labels(dataset: str, extra: list[str], minutes: float) -> Study:
     return Study(command, ["docs/results/semi-supervised.md"], minutes, "flag", quick, False, figures)
 
 
+def _single_model() -> Study:
+    train = [
+        "pyro-lvm",
+        "train",
+        "experiments/digits_vae.toml",
+        "--set=train.out_dir={out}",
+        "--set=train.progress=false",
+    ]
+    shown = "pyro-lvm train experiments/digits_vae.toml && pyro-lvm evaluate runs/digits_vae"
+    quick = [f"--set={s}" for s in TINY_TRAIN]
+    return Study(
+        ["pyro-lvm", "evaluate", "{out}"], ["docs/howto/single-model.md"], 0.5, "", quick, before=[train], shown=shown
+    )
+
+
 STUDIES: dict[str, Study] = {
-    "main_job": _compare("experiments/digits_compare.toml", ["README.md"], 5),
+    "main_job": _compare("experiments/digits_compare.toml", ["README.md", "docs/quickstart.md"], 5),
     "digits_flows": _compare("experiments/digits_flows.toml", ["docs/results/gaps.md"], 2),
     "cremer_cpu": _compare("experiments/fashion_mnist_cremer_cpu.toml", ["docs/results/gaps.md"], 60),
     "conv_vs_mlp": Study(
@@ -86,6 +105,13 @@ STUDIES: dict[str, Study] = {
     "cvae_quadrants_digits": _cvae("quadrants", "experiments/digits_cvae_quadrants.toml", 3),
     "cvae_quadrants_fashion_mnist": _cvae("quadrants", "experiments/fashion_mnist_cvae_quadrants.toml", 40),
     "label_study_digits": _labels("digits", [], 18),
+    "single_model": _single_model(),
+    "elbo_identity": Study(
+        ["python", "experiments/elbo_identity.py"], ["docs/concepts.md"], 0.6, "flag", TINY_TRAIN[:1]
+    ),
+    "kl_directions": Study(
+        ["python", "experiments/kl_directions.py"], ["docs/concepts.md"], 0.4, "flag", ["--steps", "20"]
+    ),
     "label_study_fashion_mnist": _labels("fashion_mnist", ["--set", "train.steps=1500"], 30),
 }
 
@@ -95,19 +121,20 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.system()}"
 
 
-def provenance(command: list[str], seconds: float, today: str) -> str:
+def provenance(command: str, seconds: float, today: str) -> str:
     versions = f"Python {platform.python_version()}, torch {version('torch')}, pyro-ppl {version('pyro-ppl')}"
-    return f"`{' '.join(command)}` · {machine()} · {today} · {versions} · {seconds / 60:.1f} min"
+    return f"`{command}` · {machine()} · {today} · {versions} · {seconds / 60:.1f} min"
 
 
 def report(stdout: str) -> str:
     """The measured part of a command's output (progress and file locations dropped)."""
-    return "\n".join(line.rstrip() for line in stdout.strip().splitlines() if not NOISE.match(line)).strip()
+    lines = [line.rstrip() for line in stdout.splitlines() if not NOISE.match(line)]
+    return "\n".join(lines).strip("\n")  # leading spaces are a table's alignment
 
 
 def block(name: str, study: Study, stdout: str, seconds: float, today: str) -> str:
     body = report(stdout) if study.markdown else f"```text\n{report(stdout)}\n```"
-    return f"<!-- generated: {name} -->\n{provenance(study.command, seconds, today)}\n\n{body}\n<!-- end generated: {name} -->"
+    return f"<!-- generated: {name} -->\n{provenance(study.shown or ' '.join(study.command), seconds, today)}\n\n{body}\n<!-- end generated: {name} -->"
 
 
 def markers(name: str) -> re.Pattern:
@@ -126,16 +153,20 @@ def run(name: str, quick: bool, root: Path, runs: Path) -> None:
     study = STUDIES[name]
     out = runs / name
     shutil.rmtree(out, ignore_errors=True)  # a fresh folder: the studies reuse finished runs they find
-    where = [f"--set=compare.out_dir={out}"] if study.out == "set" else ["--out", str(out)]
-    argv = [*study.command, *where, *(study.quick if quick else [])]
-    exe = [sys.executable, "-m", "pyro_lvm", *argv[1:]] if argv[0] == "pyro-lvm" else [sys.executable, *argv[1:]]
-    print(f"== {name}: {' '.join(argv)}", flush=True)
+    where = {"set": [f"--set=compare.out_dir={out}"], "flag": ["--out", str(out)], "": []}[study.out]
     t0 = time.perf_counter()
-    done = subprocess.run(exe, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    ran = []
+    for i, command in enumerate([*study.before, [*study.command, *where]]):
+        argv = [a.replace("{out}", str(out)) for a in command]
+        argv += study.quick if quick and i == 0 else []  # the small budget goes to the first (training) command
+        ran.append(" ".join(argv[:1] + [a for a in argv[1:] if a not in where and str(out) not in a]))
+        exe = [sys.executable, "-m", "pyro_lvm"] if argv[0] == "pyro-lvm" else [sys.executable]
+        print(f"== {name}: {' '.join(argv)}", flush=True)
+        done = subprocess.run([*exe, *argv[1:]], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"error: study {name} exited with {done.returncode}; its pages are left as they were")
     seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"error: study {name} exited with {done.returncode}; its pages are left as they were")
-    shown = replace(study, command=[*study.command, *study.quick]) if quick else study  # say it was quick
+    shown = replace(study, shown=" && ".join(ran)) if quick else study  # a quick run says what it ran
     text = block(name, shown, done.stdout, seconds, date.today().isoformat())
     for page in study.pages:
         rewrite(root / page, name, text)

@@ -3,6 +3,7 @@ that one command makes are there for the next), on a budget of seconds: the docu
 small-budget overrides appended (later ``--set`` values win) and Fashion-MNIST replaced by tiny IDX files."""
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -44,3 +45,28 @@ def test_every_documented_command_runs(tmp_path):
             [sys.executable, "-m", "pyro_lvm", *args], cwd=tmp_path, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, f"pyro-lvm {cmd}: {done.stderr[-1500:]}"
+
+
+def test_the_documented_components_run_as_plugins(tmp_path):
+    """The Python blocks of "Your own components" (a prior and a guide), as written, saved as my_lvm.py: train,
+    evaluate and compare (the guide against the built-in per-datapoint one) run with them."""
+    page = (ROOT / "docs" / "howto" / "components.md").read_text()
+    section = page.split("## Your own components")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    (tmp_path / "my_lvm.py").write_text("\n".join(blocks))
+    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    small = [f"--set={s}" for s in SMALL]
+    for args in (
+        ["train", "experiments/digits_vae.toml", "--plugin", "my_lvm", "--set=prior.name=laplace"]
+        + ["--set=guide.name=shared_scale", "--set=train.out_dir=runs/mine", *small],
+        ["evaluate", "runs/mine"],
+        ["compare", "experiments/digits_compare.toml", "--plugin", "my_lvm", *small]
+        + ["--set=compare.guides=['shared_scale', 'per_datapoint']", "--set=compare.guide_options={}"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pyro_lvm", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"pyro-lvm {' '.join(args)}: {done.stderr[-1500:]}"
+    assert re.search(r"^shared_scale\s+-\d", done.stdout, re.M)  # its row of the comparison table
