@@ -56,7 +56,7 @@ def image_grid(
     )  # (C or 3, H', W'): make_grid repeats one channel to three
     fig, ax = subplots(figsize=(nrow * 0.6 + 0.4, grid.shape[1] / grid.shape[2] * nrow * 0.6 + 0.6))
     if shape[0] == 1:
-        ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")
