@@ -228,3 +228,23 @@ def test_image_grids_leave_stderr_clean(tmp_path):
         warnings.simplefilter("error")
         plots.image_grid(torch.rand(4, 64), (8, 8), tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["train", "c.toml", "--set", "train.seed=18446744073709551616"], "'train.seed': input should be less than"),
+        (["train", "c.toml", "--set", "data.seed=-1"], "'data.seed': input should be greater than or equal to 0"),
+        (["train", "c.toml", "--set", "train.out_dir="], "'train.out_dir': string should have at least 1"),
+        (["train", "c.toml", "--plugin", "broken"], "plugin module 'broken' failed while importing: RuntimeError"),
+        (["train", "c.toml", "--plugin", "syntax"], "plugin module 'syntax' failed while importing: SyntaxError"),
+    ],
+)
+def test_what_the_campaign_found_is_one_line(pristine, workdir, argv, words):
+    """Found by benchmarks/bad_input_campaign.py: a seed beyond 64 bits overflowed in torch (the last-resort
+    handler), an empty out_dir trained into the default folder, a plugin raising on import was called our bug."""
+    folder = _fresh(pristine, workdir)
+    (folder / "broken.py").write_text("raise RuntimeError('broken plugin')\n")
+    (folder / "syntax.py").write_text("def (:\n")
+    code, err = check(argv, folder)
+    assert code == 2 and words in err, err

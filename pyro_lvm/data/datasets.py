@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import DATASETS, Options
+from pyro_lvm.registry import DATASETS, Options, Seed
 
 
 class DataOptions(Options):
@@ -25,8 +25,8 @@ class DataOptions(Options):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # datasets without an official test split
     max_train: int | None = Field(None, gt=0)  # keep only the first n training rows (quick runs)
     labelled: int | None = Field(None, gt=0)  # semi-supervised: keep n training labels, class-balanced (labelled.py)
-    label_seed: int = 0  # which rows keep their label (one draw of data.labelled rows; the splits stay as they are)
-    seed: int = 0  # the split seed, independent of the training seed
+    label_seed: Seed = 0  # which rows keep their label (one draw of data.labelled rows; the splits stay as they are)
+    seed: Seed = 0  # the split seed, independent of the training seed
 
 
 class IdxOptions(DataOptions):  # the IDX datasets (MNIST, Fashion-MNIST) read through torchvision

@@ -35,9 +35,11 @@ def resolve_device(name: str) -> torch.device:
         raise PyroLVMError(f"train.device = {name!r} is not a torch device; use 'cpu' or 'cuda'") from None
 
 
-def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype) -> None:
+def _check_memory(
+    cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype, device: torch.device
+) -> None:
     """Parameters, gradients and two Adam moments of the MLPs and per-datapoint tables the config asks for, and a
-    training batch's activations, against the machine's memory, before anything is built."""
+    training batch's activations, against the memory of the device they will live on, before anything is built."""
     D, count = cfg.model.latent_dim, 0
     if getattr(cfg.model, "net", None) == "mlp":
         count += mlp_parameters([D + cond_dim, *cfg.model.hidden, num_features])
@@ -55,6 +57,7 @@ def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, 
         (4 * count + activations) * size,
         "the model, guide and optimiser state (with one batch's activations)",
         "lower the widths (hidden), model.latent_dim, prior.num_components, train.batch_size or elbo.num_particles",
+        device,
     )
 
 
@@ -107,7 +110,7 @@ class Experiment:
             getattr(cfg.model, "observed_quadrants", 1),
             partial=data.labelled is not None,  # hidden labels (data.labelled) become rows of zeros
         )
-        _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
+        _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype, device)
         # image networks get the image shape, and for a quadrant CVAE which pixels c shows (the target is the rest)
         shape, mask = data.image_shape, condition.mask
         with seeded(cfg.train.seed):
