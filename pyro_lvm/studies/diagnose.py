@@ -3,6 +3,7 @@ the same training rows, and NUTS reference posteriors under the first run's deco
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, guide_khat, nuts_reference, prior_khat
 from pyro_lvm.evaluation.estimates import particle_bytes
+from pyro_lvm.infer.lock import read_lock
 from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies.run import open_run
@@ -48,6 +50,13 @@ def _khat_row(name: str, khat: np.ndarray) -> dict:
 def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None = None) -> dict:
     if not run_dirs:
         raise PyroLVMError("give at least one run folder: pyro-lvm diagnose RUN_DIR [RUN_DIR ...]")
+    with contextlib.ExitStack() as locks:  # every run folder read, as evaluate does (infer/lock.py)
+        for run_dir in run_dirs:
+            locks.enter_context(read_lock(Path(run_dir)))
+        return _diagnose(run_dirs, opts, out_dir)
+
+
+def _diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None) -> dict:
     rows = []
     for i, run_dir in enumerate(run_dirs):
         exp, run_dir = open_run(run_dir)
