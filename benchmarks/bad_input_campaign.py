@@ -129,10 +129,12 @@ def main() -> None:
     results: dict[str, Counter] = {cat: Counter() for cat in CATEGORIES}
     misses = []
     for i, case in enumerate(corpus):
+        began = time.time()
         column, detail = run_case(case, root / f"{i:03d}", base / BASE_RUN)
         results[case.category][column] += 1
         mark = "" if column in ("refused", "runs") else f"  <-- {column}: {detail}"
-        print(f"[{i + 1:3d}/{len(corpus)}] {case.category:12s} {case.name}{mark}", flush=True)
+        took = time.time() - began
+        print(f"[{i + 1:3d}/{len(corpus)}] {took:5.1f} s  {case.category:12s} {case.name}{mark}", flush=True)
         if mark:
             misses.append((case.category, case.name, column, detail))
     rows = [[cat, sum(c.values()), *(c[k] for k in COLUMNS)] for cat, c in results.items() if c]

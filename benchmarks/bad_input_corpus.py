@@ -109,12 +109,14 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def arrays_case(name: str, content: bytes, expect: str = "refuse", contains: str = "", suffix: str = ".npy") -> Case:
+def arrays_case(
+    name: str, content: bytes, expect: str = "refuse", contains: str = "", suffix: str = ".npy", category: str = "data"
+) -> Case:
     files = {
         f"x{suffix}": content,
         "c.toml": toml({"data": {"name": '"arrays"', "path": f'"x{suffix}"', "binarize": '"none"'}}),
     }
-    return Case("data", name, ["train", "c.toml"], expect, contains, setup=writes(files))
+    return Case(category, name, ["train", "c.toml"], expect, contains, setup=writes(files))
 
 
 def file_size_limit(size: int) -> Callable[[], None]:
@@ -127,6 +129,18 @@ def file_size_limit(size: int) -> Callable[[], None]:
 def no_tmp_left(folder: Path) -> str | None:
     left = [p.name for p in folder.rglob("*.tmp")]
     return f"temporary files left: {left}" if left else None
+
+
+def finite_checkpoint(folder: Path) -> str | None:
+    """The run's checkpoint loads (the loader refuses non-finite parameters)."""
+    from pyro_lvm.errors import PyroLVMError
+    from pyro_lvm.infer import checkpoint
+
+    try:
+        checkpoint.load(next(folder.glob("runs/*/checkpoint.pt")))
+    except (PyroLVMError, StopIteration) as err:
+        return f"no finite checkpoint: {err}"
+    return None
 
 
 def checkpoint_step(step: int) -> Callable[[Path], str | None]:

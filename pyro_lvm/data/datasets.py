@@ -159,7 +159,7 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
     have = cached = all((raw_folder / name).is_file() for name in _IDX_FILES)
     if not have and cfg.root:
         have = _stage_gz_idx(Path(cfg.root), raw_folder)
-    if not have and debian is not None:
+    if not have and debian is not None and not cfg.root:  # a data.root the user names is never swapped for another
         have = _stage_gz_idx(debian, raw_folder)
     if not have and not cfg.download:
         raise PyroLVMError(f"{cls_name} IDX files not found under {str(root)!r}; {how_to_get}")
@@ -183,6 +183,8 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
                 f"the files hold {tuple(ds.data.shape)} images and {len(ds.targets)} labels, not (N, 28, 28) images "
                 "and N labels"
             )
+        if len(ds.targets) and not 0 <= int(ds.targets.min()) <= int(ds.targets.max()) <= 9:
+            raise unusable(f"labels run from {int(ds.targets.min())} to {int(ds.targets.max())}, not 0..9")
         return Split(ds.data.reshape(len(ds.data), -1).float() / 255.0, ds.targets.long())
 
     return as_split(train), as_split(test), (28, 28), 10

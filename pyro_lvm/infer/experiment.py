@@ -61,6 +61,18 @@ def _check_memory(
     )
 
 
+def _check_targets(model, data: Dataset) -> None:
+    """A binary likelihood on values outside [0, 1] has a loss unbounded below: refused once, here, since Pyro's
+    per-step validation (which also refuses grey values) is off by default for speed."""
+    if getattr(getattr(model, "likelihood", None), "binary", False):
+        x = data.train.x
+        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise PyroLVMError(
+                f"the data run from {float(x.min()):.3g} to {float(x.max()):.3g}, outside [0, 1], under a bernoulli "
+                "likelihood: set data.binarize = 'static', rescale the data, or use likelihood.name = 'gaussian'"
+            )
+
+
 def with_labels(cfg: Config, data: Dataset) -> Dataset:
     """Scarce labels wherever the data came from: ``data.labelled`` of the config on a dataset handed over without
     a mask (``from_tensors``), and a mask only for the model that learns from it."""
@@ -125,6 +137,7 @@ class Experiment:
                 image_shape=shape,
                 observed_mask=mask,
             ).to(device, dtype)
+        _check_targets(model, data)
         return cls._assemble(cfg, data, condition, model, guide, device)
 
     @classmethod
@@ -154,6 +167,12 @@ class Experiment:
 
     @classmethod
     def _assemble(cls, cfg, data, condition, model, guide, device) -> Experiment:
+        top = torch.finfo(getattr(torch, cfg.train.dtype)).max
+        for key, value in cfg.optim.kwargs().items():  # torch's step multiplies in the parameters' dtype
+            if isinstance(value, float) and abs(value) > top:
+                raise PyroLVMError(
+                    f"optim.{key} = {value:g} is beyond what {cfg.train.dtype} can hold ({top:.3g}); lower it"
+                )
         optim = OPTIMS.build(cfg.optim.name, modules=[model, guide], **cfg.optim.kwargs())
         elbo = build_elbo(cfg.elbo)
         if getattr(model, "label_latent", False):  # M2: labelled and unlabelled rows, each scaled to its own size
