@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pyro_lvm.registry import Seed, Widths
 
+Steps = Annotated[int, Field(ge=0)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
@@ -68,9 +70,7 @@ class CompareConfig(_Section):
     guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"], min_length=1)
     gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
     elbo_samples: int = Field(100, gt=0)  # particles for each L[q] estimate in the gap table
-    refine_ks: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=lambda: [0, 1, 2, 5, 10, 20]
-    )  # semi-amortized steps at test
+    refine_ks: list[Steps] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20])  # semi-amortized steps at test
     qstar_init: Literal["zero", "encoder"] = "encoder"  # where the local optimum q* starts (Cremer et al.: zero)
     qstar_lr: float = Field(0.01, gt=0.0)
     qstar_max_steps: int = Field(3000, gt=0)
