@@ -30,6 +30,9 @@ T = TypeVar("T")
 # layer is 17 GB already); the bound stops a typo before torch's allocator does, with a message.
 MAX_WIDTH = 65_536
 Widths = list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]]
+# Seeds: what every generator takes (torch's refuses beyond 64 bits, and derived seeds such as seed * 1_000_003 must
+# stay within them), so a seed of 2**64 is one line at validation, not an overflow in the middle of a run.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Options(BaseModel):
@@ -198,3 +201,9 @@ def load_plugins(modules: list[str]) -> None:
                     "or on PYTHONPATH, or remove it from 'plugins'"
                 ) from None
             raise PyroLVMError(f"plugin module {module!r} could not be imported: {err}") from None
+        except Exception as err:  # noqa: BLE001 - the plugin's own failure (a bug or a syntax error in it), in one line
+            summary = str(err).splitlines()[0] if str(err) else ""
+            raise PyroLVMError(
+                f"plugin module {module!r} failed while importing: {type(err).__name__}: {summary}; fix it or remove "
+                "it from 'plugins' / --plugin"
+            ) from None

@@ -18,14 +18,28 @@ def physical_memory() -> int:
         return 2**62
 
 
-def require(num_bytes: float, what: str, fix: str) -> None:
-    """Refuse ``num_bytes`` (an estimate for ``what``) beyond SHARE of physical memory, naming ``fix``."""
-    limit = SHARE * physical_memory()
+def gpu_memory(device) -> tuple[int, int]:
+    """(free, total) bytes of a CUDA device, as its driver reports them now."""
+    import torch
+
+    return torch.cuda.mem_get_info(device)
+
+
+def require(num_bytes: float, what: str, fix: str, device=None) -> None:
+    """Refuse ``num_bytes`` (an estimate for ``what``) beyond what ``device`` can hold, naming ``fix``: SHARE of the
+    host's physical memory for the CPU (or no device); for a CUDA device, SHARE of its total memory and no more than
+    is free now (other processes' allocations and this process's cache count), since that is what the allocator
+    can still hand out."""
+    kind = getattr(device, "type", str(device) if device is not None else "cpu").split(":")[0]
+    if kind == "cuda":
+        free, total = gpu_memory(device)
+        limit = min(SHARE * total, free)
+        where = f"the GPU ({device}) can hold ({limit / 2**30:,.1f} GiB free of {total / 2**30:,.1f} GiB)"
+    else:
+        limit = SHARE * physical_memory()
+        where = f"this machine can hold ({limit / 2**30:,.1f} GiB, {SHARE:.0%} of its memory)"
     if num_bytes > limit:
-        raise PyroLVMError(
-            f"{what} needs about {num_bytes / 2**30:,.1f} GiB, more than this machine can hold "
-            f"({limit / 2**30:,.1f} GiB, {SHARE:.0%} of its memory); {fix}"
-        )
+        raise PyroLVMError(f"{what} needs about {num_bytes / 2**30:,.1f} GiB, more than {where}; {fix}")
 
 
 def mlp_parameters(sizes: list[int]) -> int:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyro_lvm.registry import Widths
+from pyro_lvm.registry import Seed, Widths
+
+Steps = Annotated[int, Field(ge=0)]
 
 
 class _Section(BaseModel):
@@ -21,14 +23,14 @@ class TrainConfig(_Section):
     # each step's batch in this many chunks, accumulated (less memory per step; several ranks share them, one
     # chunk each by default): the plain run's gradient with other noise (pyro_lvm/infer/steps.py)
     micro_batches: int = Field(1, gt=0)
-    seed: int = 0
+    seed: Seed = 0
     eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
     checkpoint_every: int = Field(500, gt=0)
     kl_warmup_steps: int = Field(0, ge=0)  # beta rises linearly from 0 to 1 over these steps
     pyro_validation: bool = False  # Pyro's distribution validation: on in tests, about 9% slower when on
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
-    out_dir: str | None = None  # default runs/<config stem>
+    out_dir: str | None = Field(None, min_length=1)  # default runs/<config stem>
     progress: bool = True
     # scalars (ELBO, objective, beta, validation, step time) and image grids to RUN/tb/ (pip install tensorboard)
     tensorboard: bool = False
@@ -39,7 +41,7 @@ class EvalConfig(_Section):
     chunk_size: int = Field(1000, gt=0)  # particles per vectorised call: bounds memory
     batch_size: int = Field(16, gt=0)  # datapoints per vectorised call (memory ~ batch * chunk * P floats)
     num_points: int | None = Field(None, gt=0)  # evaluate on the first n test points only
-    seed: int = 1
+    seed: Seed = 1
     # one random stream per batch of points (seeded by (seed, batch)) instead of one for the split: what a job of
     # several ranks uses, each rank taking every P-th batch (same values as one process with this on)
     per_batch_streams: bool = False
@@ -65,10 +67,10 @@ class LocalFlowConfig(_Section):
 
 
 class CompareConfig(_Section):
-    guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"])
+    guides: list[str] = Field(default_factory=lambda: ["amortized", "per_datapoint", "semi_amortized"], min_length=1)
     gap_points: int = Field(200, gt=0)  # training points for the amortization/approximation gap decomposition
     elbo_samples: int = Field(100, gt=0)  # particles for each L[q] estimate in the gap table
-    refine_ks: list[int] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20])  # semi-amortized steps at test
+    refine_ks: list[Steps] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20])  # semi-amortized steps at test
     qstar_init: Literal["zero", "encoder"] = "encoder"  # where the local optimum q* starts (Cremer et al.: zero)
     qstar_lr: float = Field(0.01, gt=0.0)
     qstar_max_steps: int = Field(3000, gt=0)
@@ -83,4 +85,4 @@ class CompareConfig(_Section):
     # options for one guide of ``guides`` only, e.g. {semi_amortized = {refine_steps = 20}}: [guide] holds the
     # options of the guide it names, and each other guide is trained with [guide]'s options it has plus these
     guide_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    out_dir: str | None = None  # default runs/<config stem>
+    out_dir: str | None = Field(None, min_length=1)  # default runs/<config stem>

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import DATASETS, Options
+from pyro_lvm.registry import DATASETS, Options, Seed
 
 
 class DataOptions(Options):
@@ -25,8 +25,8 @@ class DataOptions(Options):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # datasets without an official test split
     max_train: int | None = Field(None, gt=0)  # keep only the first n training rows (quick runs)
     labelled: int | None = Field(None, gt=0)  # semi-supervised: keep n training labels, class-balanced (labelled.py)
-    label_seed: int = 0  # which rows keep their label (one draw of data.labelled rows; the splits stay as they are)
-    seed: int = 0  # the split seed, independent of the training seed
+    label_seed: Seed = 0  # which rows keep their label (one draw of data.labelled rows; the splits stay as they are)
+    seed: Seed = 0  # the split seed, independent of the training seed
 
 
 class IdxOptions(DataOptions):  # the IDX datasets (MNIST, Fashion-MNIST) read through torchvision
@@ -159,7 +159,7 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
     have = cached = all((raw_folder / name).is_file() for name in _IDX_FILES)
     if not have and cfg.root:
         have = _stage_gz_idx(Path(cfg.root), raw_folder)
-    if not have and debian is not None:
+    if not have and debian is not None and not cfg.root:  # a data.root the user names is never swapped for another
         have = _stage_gz_idx(debian, raw_folder)
     if not have and not cfg.download:
         raise PyroLVMError(f"{cls_name} IDX files not found under {str(root)!r}; {how_to_get}")
@@ -183,6 +183,8 @@ def _torchvision_idx(cls_name: str, cfg: DataOptions, debian: Path | None, how_t
                 f"the files hold {tuple(ds.data.shape)} images and {len(ds.targets)} labels, not (N, 28, 28) images "
                 "and N labels"
             )
+        if len(ds.targets) and not 0 <= int(ds.targets.min()) <= int(ds.targets.max()) <= 9:
+            raise unusable(f"labels run from {int(ds.targets.min())} to {int(ds.targets.max())}, not 0..9")
         return Split(ds.data.reshape(len(ds.data), -1).float() / 255.0, ds.targets.long())
 
     return as_split(train), as_split(test), (28, 28), 10

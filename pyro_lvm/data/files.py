@@ -111,8 +111,8 @@ def _arrays(cfg: ArraysOptions):
         y = None if cfg.labels is None else _load_npy(Path(cfg.labels).expanduser(), "labels")
     if x.ndim < 2 or len(x) == 0:
         raise PyroLVMError(f"x in {str(path)!r} has shape {x.shape}; it needs rows: (N, P), (N, H, W) or (N, C, H, W)")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise PyroLVMError(f"x in {str(path)!r} is {x.dtype}, not numbers; save a numeric array")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating):
+        raise PyroLVMError(f"x in {str(path)!r} is {x.dtype}, not real numbers; save a real numeric array")
     bad = int((~np.isfinite(x)).sum()) if np.issubdtype(x.dtype, np.floating) else 0
     if bad:
         raise PyroLVMError(f"x in {str(path)!r} holds {bad} NaN or infinite value(s); remove or impute them first")

@@ -137,6 +137,14 @@ def prior_proposal(model, x: torch.Tensor, c: torch.Tensor | None = None):
     return model.prior_dist(c).expand([x.shape[0]])
 
 
+def particle_bytes(model, x: torch.Tensor) -> int:
+    """Bytes that one draw of z for one datapoint costs in an importance-sampled estimate: its pixels and the
+    decoder's activations, x4 for log-densities and temporaries. Memory estimates are (draws x rows) of these."""
+    decoder = getattr(model, "decoder", None)
+    widths = x.shape[-1] + (sum(getattr(m, "out_features", 0) for m in decoder.modules()) if decoder else 0)
+    return 4 * widths * x.element_size()
+
+
 def evaluate_split(
     model,
     guide,
@@ -161,12 +169,11 @@ def evaluate_split(
     of a torchrun job calls it): each rank takes every P-th batch on its own stream and the per-datapoint values are
     gathered in order, the one-process evaluation with ``per_batch_streams``, value for value.
     """
-    decoder = getattr(model, "decoder", None)
-    widths = split.x.shape[1] + (sum(getattr(m, "out_features", 0) for m in decoder.modules()) if decoder else 0)
     require(
-        4 * chunk_size * min(batch_size, len(split)) * widths * split.x.element_size(),
+        chunk_size * min(batch_size, len(split)) * particle_bytes(model, split.x),
         f"importance sampling with eval.chunk_size = {chunk_size} particles for eval.batch_size = {batch_size} points",
         "lower eval.chunk_size or eval.batch_size (the estimate is the same; memory is chunk x batch)",
+        split.x.device,
     )
     ranks = Ranks() if across_ranks else Ranks.single()
     per_batch = per_batch_streams or ranks.size > 1

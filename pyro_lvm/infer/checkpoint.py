@@ -73,6 +73,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise PyroLVMError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is damaged: train again")
+    step, history = state["step"], state["history"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise PyroLVMError(f"checkpoint {str(path)!r} has step {step!r}, not a count of steps; it is damaged")
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "step" in r for r in history):
+        raise PyroLVMError(f"checkpoint {str(path)!r} holds a damaged history (rows of metrics); train again")
+    if not all(isinstance(state[k], dict) for k in ("model", "guide", "optim")):
+        raise PyroLVMError(f"checkpoint {str(path)!r} holds no state dicts for model, guide and optim; it is damaged")
     bad = first_nonfinite(tensors({k: state[k] for k in ("model", "guide")}))
     if bad is not None:
         raise PyroLVMError(f"checkpoint {str(path)!r} holds non-finite values ({bad}); it cannot be resumed")

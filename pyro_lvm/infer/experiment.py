@@ -35,9 +35,11 @@ def resolve_device(name: str) -> torch.device:
         raise PyroLVMError(f"train.device = {name!r} is not a torch device; use 'cpu' or 'cuda'") from None
 
 
-def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype) -> None:
+def _check_memory(
+    cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype, device: torch.device
+) -> None:
     """Parameters, gradients and two Adam moments of the MLPs and per-datapoint tables the config asks for, and a
-    training batch's activations, against the machine's memory, before anything is built."""
+    training batch's activations, against the memory of the device they will live on, before anything is built."""
     D, count = cfg.model.latent_dim, 0
     if getattr(cfg.model, "net", None) == "mlp":
         count += mlp_parameters([D + cond_dim, *cfg.model.hidden, num_features])
@@ -55,7 +57,20 @@ def _check_memory(cfg: Config, num_features: int, cond_dim: int, num_data: int, 
         (4 * count + activations) * size,
         "the model, guide and optimiser state (with one batch's activations)",
         "lower the widths (hidden), model.latent_dim, prior.num_components, train.batch_size or elbo.num_particles",
+        device,
     )
+
+
+def _check_targets(model, data: Dataset) -> None:
+    """A binary likelihood on values outside [0, 1] has a loss unbounded below: refused once, here, since Pyro's
+    per-step validation (which also refuses grey values) is off by default for speed."""
+    if getattr(getattr(model, "likelihood", None), "binary", False):
+        x = data.train.x
+        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise PyroLVMError(
+                f"the data run from {float(x.min()):.3g} to {float(x.max()):.3g}, outside [0, 1], under a bernoulli "
+                "likelihood: set data.binarize = 'static', rescale the data, or use likelihood.name = 'gaussian'"
+            )
 
 
 def with_labels(cfg: Config, data: Dataset) -> Dataset:
@@ -107,7 +122,7 @@ class Experiment:
             getattr(cfg.model, "observed_quadrants", 1),
             partial=data.labelled is not None,  # hidden labels (data.labelled) become rows of zeros
         )
-        _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype)
+        _check_memory(cfg, condition.target_dim, condition.cond_dim, len(data.train), dtype, device)
         # image networks get the image shape, and for a quadrant CVAE which pixels c shows (the target is the rest)
         shape, mask = data.image_shape, condition.mask
         with seeded(cfg.train.seed):
@@ -122,6 +137,7 @@ class Experiment:
                 image_shape=shape,
                 observed_mask=mask,
             ).to(device, dtype)
+        _check_targets(model, data)
         return cls._assemble(cfg, data, condition, model, guide, device)
 
     @classmethod
@@ -151,6 +167,12 @@ class Experiment:
 
     @classmethod
     def _assemble(cls, cfg, data, condition, model, guide, device) -> Experiment:
+        top = torch.finfo(getattr(torch, cfg.train.dtype)).max
+        for key, value in cfg.optim.kwargs().items():  # torch's step multiplies in the parameters' dtype
+            if isinstance(value, float) and abs(value) > top:
+                raise PyroLVMError(
+                    f"optim.{key} = {value:g} is beyond what {cfg.train.dtype} can hold ({top:.3g}); lower it"
+                )
         optim = OPTIMS.build(cfg.optim.name, modules=[model, guide], **cfg.optim.kwargs())
         elbo = build_elbo(cfg.elbo)
         if getattr(model, "label_latent", False):  # M2: labelled and unlabelled rows, each scaled to its own size

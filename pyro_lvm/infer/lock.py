@@ -4,6 +4,14 @@ The kernel releases the lock when its process ends, however it ends (kill -9 inc
 never blocks; a second writer while the first is alive gets one line naming the process that holds the folder.
 ``--overwrite`` clears a run folder (``clear``) while holding the lock, so it cannot delete a folder another run is
 writing. Without ``fcntl`` (not POSIX) runs go unlocked.
+
+``evaluate``, ``sample`` and ``diagnose`` read a run's checkpoint and write their results (evaluation.json, PNGs,
+diagnostics.json) into the folder: they hold the same lock shared (``read_lock``). Shared rather than atomic writes
+alone, because what they write describes the checkpoint they read: while a train holds the folder that checkpoint
+is replaced every few steps and an ``--overwrite`` may clear the folder, which would leave an evaluation of one run
+in the folder of another. So a reader is refused, in one line naming the train's pid, while a train holds the
+folder; readers do not block each other; and a train (or ``--overwrite``) waits for no reader but is refused while
+one holds the folder. Without ``fcntl``, or in a folder this user cannot write, readers go unlocked.
 """
 
 from __future__ import annotations
@@ -53,6 +61,32 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+@contextmanager
+def read_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock shared for the block (a folder that does not exist is left to the caller's checks)."""
+    handle = None
+    if fcntl is not None and run_dir.is_dir():
+        try:
+            handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+        except OSError:  # a folder this user cannot write: its writes fail on their own, with their own message
+            handle = None
+    try:
+        if handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise PyroLVMError(
+                    f"run folder {str(run_dir)!r} is being written by a pyro-lvm train (pid {holder}); evaluate or "
+                    "sample it once that train has finished (or a copy of the folder)"
+                ) from None
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def clear(run_dir: Path) -> None:

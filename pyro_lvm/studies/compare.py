@@ -22,9 +22,10 @@ from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q
+from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.compare_report import print_comparison
-from pyro_lvm.studies.gaps import chunks, fit_qstar, gap_decomposition, guide_rows, normal, rows
+from pyro_lvm.studies.gaps import check_memory, chunks, fit_qstar, gap_decomposition, guide_rows, normal, rows
 from pyro_lvm.studies.run import open_run
 
 
@@ -96,6 +97,9 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
             "compare swaps the guide of one model; model 'm2' has one guide (its classifier and encoder): evaluate it "
             "with pyro-lvm evaluate, and its label efficiency with experiments/semi_supervised.py"
         )
+    probe = Experiment.from_config(cfg)  # refuses what training cannot hold; its decoder sizes compare's estimates
+    check_memory(cfg, probe.model, probe.data.train.x)
+    del probe
     out = Path(cfg.compare.out_dir) if cfg.compare.out_dir else Path("runs") / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     rows, curves, methods = [], {}, {}

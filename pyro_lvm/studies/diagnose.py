@@ -3,6 +3,7 @@ the same training rows, and NUTS reference posteriors under the first run's deco
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,9 @@ from tabulate import tabulate
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, guide_khat, nuts_reference, prior_khat
+from pyro_lvm.evaluation.estimates import particle_bytes
+from pyro_lvm.infer.lock import read_lock
+from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies.run import open_run
 from pyro_lvm.studies.theory_plots import guide_vs_nuts
@@ -46,6 +50,13 @@ def _khat_row(name: str, khat: np.ndarray) -> dict:
 def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None = None) -> dict:
     if not run_dirs:
         raise PyroLVMError("give at least one run folder: pyro-lvm diagnose RUN_DIR [RUN_DIR ...]")
+    with contextlib.ExitStack() as locks:  # every run folder read, as evaluate does (infer/lock.py)
+        for run_dir in run_dirs:
+            locks.enter_context(read_lock(Path(run_dir)))
+        return _diagnose(run_dirs, opts, out_dir)
+
+
+def _diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None) -> dict:
     rows = []
     for i, run_dir in enumerate(run_dirs):
         exp, run_dir = open_run(run_dir)
@@ -54,9 +65,10 @@ def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | N
                 f"{str(run_dir)!r} holds the semi-supervised model m2, whose label is discrete: PSIS k-hat and NUTS "
                 "here diagnose the continuous z of a VAE or CVAE; use pyro-lvm evaluate for m2"
             )
+        n = min(opts.num_points, len(exp.data.train))
+        check_memory(exp, opts, n, nuts=i == 0)
         if i == 0:
             first = exp, run_dir  # NUTS and the output folder use the first run
-        n = min(opts.num_points, len(exp.data.train))
         target, c = exp.condition(exp.data.train.x[:n], exp.data.train.y[:n])
         idx = torch.arange(n, device=target.device)
         with seeded(opts.seed):
@@ -75,6 +87,26 @@ def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | N
     (out / "diagnostics.json").write_text(json.dumps(result, indent=2))
     result["out_dir"] = str(out)
     return result
+
+
+def check_memory(exp, opts: DiagnoseOptions, n: int, nuts: bool) -> None:
+    """Refuse, before drawing, what the device cannot hold: PSIS draws all ``num_samples`` importance samples of the
+    ``n`` rows at once; NUTS keeps every chain's draws (float64, copied into ArviZ's posterior: ~4 copies)."""
+    require(
+        opts.num_samples * n * particle_bytes(exp.model, exp.data.train.x),
+        f"PSIS k-hat with --num-samples {opts.num_samples:,} draws for each of {n:,} rows",
+        "lower --num-samples or --num-points",
+        exp.device,
+    )
+    if nuts and opts.nuts_points > 0:
+        points = min(opts.nuts_points, len(exp.data.train))
+        draws = opts.nuts_chains * opts.nuts_samples
+        require(
+            32 * draws * points * exp.cfg.model.latent_dim,
+            f"NUTS with --nuts-chains {opts.nuts_chains} x --nuts-samples {opts.nuts_samples:,} draws of {points} rows",
+            "lower --nuts-samples, --nuts-chains or --nuts-points",
+            exp.device,
+        )
 
 
 def _nuts(exp, opts: DiagnoseOptions, out: Path) -> dict:

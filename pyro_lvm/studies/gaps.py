@@ -16,17 +16,46 @@ import torch
 
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q, guide_distribution, mixture_log_px
+from pyro_lvm.evaluation.estimates import (
+    Estimate,
+    estimates_from_q,
+    guide_distribution,
+    mixture_log_px,
+    particle_bytes,
+)
 from pyro_lvm.guides import refine
 from pyro_lvm.infer.local_inference import fit_local, fit_local_flow
 from pyro_lvm.registry import GUIDES
+from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies.compare_report import gap_warnings
 
 # q* is fitted for up to this many rows at once: the fit's stopping rule looks at the block's mean ELBO, and its
-# memory is qstar_samples (10) x block x (P + decoder widths) floats (~31 MB of pixels at 784 pixels).
+# memory is QSTAR_SAMPLES x block x (P + decoder widths) floats (~31 MB of pixels at 784 pixels); check_memory.
 QSTAR_BLOCK = 1000
+QSTAR_SAMPLES = 10  # draws per step of the q* fit (fit_local's default)
 MOMENT_SAMPLES = 1000  # draws of a flow q for its mean and standard deviation
+
+
+def check_memory(cfg: Config, model, x: torch.Tensor) -> None:
+    """compare's two peaks against the device's memory, before anything trains: the q* fit of one block (up to
+    QSTAR_BLOCK rows at once) and the estimates of one batch of points (eval.chunk_size draws of eval.batch_size
+    points; compare.elbo_samples is drawn in chunks of at most eval.chunk_size)."""
+    unit = particle_bytes(model, x)
+    block = min(QSTAR_BLOCK, len(x), max(cfg.compare.gap_points, cfg.eval.num_points or len(x)))
+    require(
+        4 * QSTAR_SAMPLES * block * unit,  # x4: the fit's forward values kept for its backward pass
+        f"fitting q* to {block:,} points at once ({QSTAR_SAMPLES} draws each)",
+        "lower compare.gap_points and eval.num_points, or the decoder's widths",
+        x.device,
+    )
+    require(
+        cfg.eval.chunk_size * min(cfg.eval.batch_size, len(x)) * unit,
+        f"estimates with eval.chunk_size = {cfg.eval.chunk_size:,} draws for eval.batch_size = {cfg.eval.batch_size:,} "
+        "points",
+        "lower eval.chunk_size or eval.batch_size (the estimates are the same; memory is chunk x batch)",
+        x.device,
+    )
 
 
 def refinement_lr(cfg: Config) -> float:

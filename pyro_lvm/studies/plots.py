@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
-from torchvision.utils import make_grid
 
 
 def subplots(*grid: int, figsize: tuple[float, float], **kwargs):
-    """``plt.subplots`` without pyplot: (figure, axes) of a figure no backend knows about."""
+    """``plt.subplots`` without pyplot: (figure, axes) of a figure no backend knows about. matplotlib is imported
+    here, when a figure is drawn: at module level it cost every CLI command (refusals included) ~0.7 s."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid, **kwargs)
 
@@ -50,13 +51,15 @@ def image_grid(
     pad_value: float = 0.5,
 ) -> None:
     """``images`` (n, H*W) or (n, C*H*W) in [0, 1], for image_shape (H, W) or (C, H, W) -> one PNG grid."""
+    from torchvision.utils import make_grid  # here, as matplotlib: torchvision costs every CLI command ~2 s
+
     shape = (1, *image_shape) if len(image_shape) == 2 else tuple(image_shape)
     grid = make_grid(
         images.detach().float().cpu().reshape(-1, *shape).clamp(0, 1), nrow=nrow, padding=1, pad_value=pad_value
     )  # (C or 3, H', W'): make_grid repeats one channel to three
     fig, ax = subplots(figsize=(nrow * 0.6 + 0.4, grid.shape[1] / grid.shape[2] * nrow * 0.6 + 0.6))
     if shape[0] == 1:
-        ax.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
 from pyro_lvm.infer.distributed import Ranks
+from pyro_lvm.infer.lock import read_lock
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.run import open_run
@@ -21,15 +23,27 @@ from pyro_lvm.studies.run import open_run
 @scoped
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
-    exp, run_dir = open_run(run_dir, overrides)
-    out = evaluate_experiment(exp)
-    if Ranks().lead:  # a job of several ranks: rank 0 writes
-        if "accuracy" in out:  # M2: its figures beside evaluation.json
-            from pyro_lvm.studies.label_report import m2_figures
+    with read_lock(Path(run_dir)):  # no train may replace the checkpoint or clear the folder meanwhile
+        exp, run_dir = open_run(run_dir, overrides)
+        out = evaluate_experiment(exp)
+        if Ranks().lead:  # a job of several ranks: rank 0 writes
+            if "accuracy" in out:  # M2: its figures beside evaluation.json
+                from pyro_lvm.studies.label_report import m2_figures
 
-            m2_figures(exp, out, run_dir)
-        (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
+                m2_figures(exp, out, run_dir)
+            write_atomically(run_dir / "evaluation.json", json.dumps(out, indent=2))
     return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader (or a concurrent
+    evaluate) sees the old file or the new one, never half of one; a failed write removes its temporary file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @scoped
@@ -141,6 +155,11 @@ def sample_run(
     """A PNG grid of decoder means under the prior; for label CVAEs, p(z | c = condition); for quadrant CVAEs, a
     completion grid of the first ``rows`` test images (observed part, truth, NN baseline, ``completions``
     draws of z ~ p(z | c))."""
+    with read_lock(Path(run_dir)):
+        return _sample_run(run_dir, condition, num, overrides, rows, completions)
+
+
+def _sample_run(run_dir, condition, num, overrides, rows, completions) -> Path:
     exp, run_dir = open_run(run_dir, overrides)
     c, name = _sample_condition(exp, condition, num)
     if exp.condition.kind == "quadrants":
