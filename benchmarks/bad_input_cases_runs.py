@@ -149,7 +149,7 @@ def _faults() -> list[Case]:
     long = writes({"long.toml": LONG})
     out = [
         Case(f, "two trains into one folder at once", ["train", "c.toml", "--set", "train.out_dir=busy"],
-             contains="in use by another pyro-lvm process (pid", setup=long, background=busy),
+             contains="in use by another pyro-lvm train (pid", setup=long, background=busy),
         Case(f, "--overwrite under a running train", ["train", "c.toml", "--set", "train.out_dir=busy",
              "--overwrite"], contains="in use", setup=long, background=busy,
              check=lambda d: None if (d / "busy" / "config.toml").exists() else "the running train's folder cleared"),

@@ -53,10 +53,10 @@ def test_a_second_writer_is_refused_and_a_stale_lock_does_not_block(tmp_path):
         held.flush()
         done = _cli(["train", "c.toml"], tmp_path)
         assert done.returncode == 2 and done.stderr.count("\n") == 1
-        assert "in use by another pyro-lvm process (pid 4242)" in done.stderr
+        assert "in use by another pyro-lvm train (pid 4242)" in done.stderr
         (run / "config.toml").write_text("the running train's")
         overwrite = _cli(["train", "c.toml", "--overwrite"], tmp_path)
-        assert overwrite.returncode == 2 and "in use by another pyro-lvm process" in overwrite.stderr
+        assert overwrite.returncode == 2 and "in use by another pyro-lvm train (pid 4242)" in overwrite.stderr
         assert (run / "config.toml").read_text() == "the running train's"  # nothing cleared under the holder
     (run / "config.toml").unlink()
     # the holder is gone (as after kill -9): its lock file stays, and blocks nothing

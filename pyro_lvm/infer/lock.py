@@ -48,11 +48,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
             raise PyroLVMError(
-                f"run folder {str(run_dir)!r} is in use by another pyro-lvm process (pid {holder}); wait for it to "
-                "finish, or write elsewhere with --set train.out_dir=OTHER"
+                f"run folder {str(run_dir)!r} is in use by {_holder(handle)}; wait for it to finish, or write "
+                "elsewhere with --set train.out_dir=OTHER"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -61,6 +59,17 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def _holder(handle) -> str:
+    """Who blocks an exclusive lock: a train (its pid is in the file) or readers, which write no pid; a shared
+    lock that succeeds means only readers hold it (it is released when the handle closes)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        return f"another pyro-lvm train (pid {handle.read().strip() or 'unknown'})"
+    return "a pyro-lvm evaluate, sample or diagnose reading it"
 
 
 @contextmanager
