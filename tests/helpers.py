@@ -85,3 +85,11 @@ def make_elbo(name: str, jit: str = "off", **options):
     from pyro_lvm.infer.elbos import build_elbo
 
     return build_elbo(config.from_dict({"elbo": {"name": name, "jit": jit, **options}}).elbo)
+
+
+def tiny_toml(steps: int) -> str:
+    """A config file's text for a 2-D latent VAE on 100 digits rows, checkpointed every 2 steps (CLI tests)."""
+    return (
+        "[data]\nmax_train = 100\n[model]\nlatent_dim = 2\nhidden = [8]\n[guide]\nhidden = [8]\n[train]\n"
+        f"steps = {steps}\nbatch_size = 32\nprogress = false\ncheckpoint_every = 2\n"
+    )

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_toml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,23 +28,7 @@ from pyro_lvm.cli import build_parser, main
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 WATCHDOG_S = 1.0
 
-CONFIG = """
-[data]
-max_train = 100
-[model]
-latent_dim = 2
-hidden = [8]
-[guide]
-hidden = [8]
-[train]
-steps = 2
-batch_size = 32
-progress = false
-checkpoint_every = 2
-[eval]
-num_samples = 4
-num_points = 4
-"""
+CONFIG = tiny_toml(2) + "[eval]\nnum_samples = 4\nnum_points = 4\n"
 
 PATHS = ["run", "garbage", "missing", "missing/deeper", "c.toml", "binary.toml", "file.txt", "file.txt/run", "", "."]
 VALUES = ["0", "-1", "1", "2", "1000000000", "10**9", "1.5", "-0.5", "nan", "inf", "abc", "", "7", *PATHS]

@@ -9,27 +9,14 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import tiny_config, tiny_toml
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.train import CHECKPOINT, train
 
-CONFIG = """
-[data]
-max_train = 100
-[model]
-latent_dim = 2
-hidden = [8]
-[guide]
-hidden = [8]
-[train]
-steps = 6
-batch_size = 32
-progress = false
-checkpoint_every = 2
-"""
+CONFIG = tiny_toml(6)
 
 
 def _cli(args, cwd, preexec_fn=None):
