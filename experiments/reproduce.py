@@ -63,7 +63,7 @@ def _compare(config: str, pages: list[str], minutes: float) -> Study:
 def _cvae(kind: str, config: str, minutes: float) -> Study:
     page = "docs/results/cvae-label.md" if kind == "labels" else "docs/results/cvae-quadrants.md"
     quick = [f"--set={s}" for s in [*TINY_TRAIN, "eval.num_points=20", "baseline.steps=30"]]
-    quick += ["--variants", "conditional"] if kind == "labels" else ["--quadrants", "1", "--variants", "nn"]
+    quick += ["--variants", "conditional"] if kind == "labels" else ["--quadrants", "1", "--variants", "conditional"]
     return Study(["python", "experiments/cvae_study.py", kind, config], [page], minutes, "flag", quick, True)
 
 
@@ -107,7 +107,7 @@ STUDIES: dict[str, Study] = {
     "label_study_digits": _labels("digits", [], 18),
     "single_model": _single_model(),
     "elbo_identity": Study(
-        ["python", "experiments/elbo_identity.py"], ["docs/concepts.md"], 0.6, "flag", TINY_TRAIN[:1]
+        ["python", "experiments/elbo_identity.py"], ["docs/concepts.md"], 0.6, "flag", [f"--set={TINY_TRAIN[0]}"]
     ),
     "kl_directions": Study(
         ["python", "experiments/kl_directions.py"], ["docs/concepts.md"], 0.4, "flag", ["--steps", "20"]
@@ -117,7 +117,7 @@ STUDIES: dict[str, Study] = {
 
 
 def machine() -> str:
-    """What ran it: cores, CPU architecture and OS, and a GPU where a command was told to use one."""
+    """What ran it: cores, CPU architecture and OS (the studies run on the CPU)."""
     return f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.system()}"
 
 
@@ -149,8 +149,22 @@ def rewrite(page: Path, name: str, text: str) -> None:
     page.write_text(markers(name).sub(lambda _: text, old))
 
 
+def check_pages(name: str, quick: bool, root: Path) -> None:
+    """Before a study runs (an hour, for some): each of its pages holds its block once, and a quick run writes
+    no page of this repository (a symlinked or hard-linked copy included)."""
+    for page in STUDIES[name].pages:
+        path = root / page
+        if quick and path.samefile(REPO / page):  # the same file, through a link or not
+            raise SystemExit(f"error: {path} is this repository's page; --quick writes only a copy (--root)")
+        if len(markers(name).findall(path.read_text())) != 1:
+            raise SystemExit(
+                f"error: {path} has no single '<!-- generated: {name} -->' block; add one where it belongs"
+            )
+
+
 def run(name: str, quick: bool, root: Path, runs: Path) -> None:
     study = STUDIES[name]
+    check_pages(name, quick, root)
     out = runs / name
     shutil.rmtree(out, ignore_errors=True)  # a fresh folder: the studies reuse finished runs they find
     where = {"set": [f"--set=compare.out_dir={out}"], "flag": ["--out", str(out)], "": []}[study.out]
@@ -159,13 +173,18 @@ def run(name: str, quick: bool, root: Path, runs: Path) -> None:
     for i, command in enumerate([*study.before, [*study.command, *where]]):
         argv = [a.replace("{out}", str(out)) for a in command]
         argv += study.quick if quick and i == 0 else []  # the small budget goes to the first (training) command
-        ran.append(" ".join(argv[:1] + [a for a in argv[1:] if a not in where and str(out) not in a]))
+        ran.append(" ".join(argv[:1] + [a.replace(str(out), "RUN") for a in argv[1:] if a not in where]))
         exe = [sys.executable, "-m", "pyro_lvm"] if argv[0] == "pyro-lvm" else [sys.executable]
         print(f"== {name}: {' '.join(argv)}", flush=True)
         done = subprocess.run([*exe, *argv[1:]], cwd=REPO, stdout=subprocess.PIPE, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: study {name} exited with {done.returncode}; its pages are left as they were")
     seconds = time.perf_counter() - t0
+    if not report(done.stdout):
+        raise SystemExit(f"error: study {name} printed no report; its pages are left as they were")
+    missing = [src for src in study.figures if not (out / src).is_file()]
+    if missing:
+        raise SystemExit(f"error: study {name} wrote no {', '.join(missing)}; its pages are left as they were")
     shown = replace(study, shown=" && ".join(ran)) if quick else study  # a quick run says what it ran
     text = block(name, shown, done.stdout, seconds, date.today().isoformat())
     for page in study.pages:
@@ -183,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the studies and exit")
     parser.add_argument("--quick", action="store_true", help="a budget of seconds (needs --root)")
     parser.add_argument("--root", type=Path, default=REPO, help="where the pages are (default: this repository)")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "reproduce", help="output folders")
+    parser.add_argument("--runs", type=Path, help="output folders (default: ROOT/runs/reproduce)")
     args = parser.parse_args(argv)
+    root = args.root.resolve()
+    runs = (args.runs or root / "runs" / "reproduce").resolve()  # studies run in the repository: absolute paths
     if args.list:
         for name, s in STUDIES.items():
             print(f"{name:30s} ~{s.minutes:>3g} min  {' '.join(s.command):70s} -> {', '.join(s.pages)}")
@@ -194,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown studies {', '.join(unknown)}; see --list")
     if not names:
         parser.error("name studies to rerun, or --all (see --list)")
-    if args.quick and args.root.resolve() == REPO:
+    if args.quick and root == REPO:
         parser.error("--quick results are not results: give --root a copy of the pages")
     for name in names:
-        run(name, args.quick, args.root, args.runs)
+        run(name, args.quick, root, runs)
     return 0
 
 

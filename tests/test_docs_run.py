@@ -33,7 +33,9 @@ def test_every_documented_command_runs(tmp_path):
     (tmp_path / "experiments").symlink_to(ROOT / "experiments")
     idx = fake_idx_root(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for cmd in runnable():
+    cmds = runnable()
+    assert len(cmds) >= 20 and "compare experiments/digits_compare.toml" in cmds  # the parser found them
+    for cmd in cmds:
         args = shlex.split(cmd)
         if args[0] in ("train", "compare"):
             extra = [*SMALL, *(["data.labelled=20"] if "m2" in cmd else [])]

@@ -14,13 +14,18 @@ ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def _load():
+    if "reproduce" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["reproduce"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules["reproduce"]
+
+
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return _load()
 
 
 def test_every_generated_block_belongs_to_a_study_and_every_study_has_its_blocks(reproduce):
@@ -78,3 +83,46 @@ def test_a_text_report_drops_progress_and_file_locations(reproduce):
     assert "```text\nguide  ELBO\n-----  ----\na      -1.0\n```" in text and "run folder" not in text
     assert text.startswith("<!-- generated: main_job -->\n`pyro-lvm compare experiments/digits_compare.toml` · ")
     assert "2026-01-02" in text and "1.5 min" in text
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("quick", [False, True])
+@pytest.mark.parametrize("name", sorted(_load().STUDIES))
+def test_every_study_command_parses_in_full_and_quick_form(reproduce, name, quick, monkeypatch):
+    """Each command of each study (with its output folder and, for --quick, its small budget) is accepted by the
+    script's or the CLI's own parser; nothing trains (parsing stops the call)."""
+    import argparse
+
+    from pyro_lvm.cli import build_parser
+
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        parse(self, args, namespace)
+        raise _Parsed
+
+    study = reproduce.STUDIES[name]
+    where = {"set": ["--set=compare.out_dir=X"], "flag": ["--out", "X"], "": []}[study.out]
+    for i, command in enumerate([*study.before, [*study.command, *where]]):
+        argv = [a.replace("{out}", "X") for a in command] + (study.quick if quick and i == 0 else [])
+        if argv[0] == "pyro-lvm":
+            build_parser().parse_args(argv[1:])  # exits 2 on a bad argument
+            continue
+        spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / argv[1])
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        with pytest.raises(_Parsed):
+            script.main(argv[2:])
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
+
+
+def test_blocks_do_not_interleave():
+    for page in PAGES:
+        names = re.findall(r"<!-- (generated|end generated): (\S+) -->", page.read_text())
+        assert len(names) % 2 == 0, page
+        pairs = zip(names[::2], names[1::2], strict=True)
+        assert all(a[0] == "generated" and b == ("end generated", a[1]) for a, b in pairs), page

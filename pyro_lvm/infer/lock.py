@@ -69,7 +69,8 @@ def _holder(handle) -> str:
     except BlockingIOError:
         handle.seek(0)
         return f"another pyro-lvm train (pid {handle.read().strip() or 'unknown'})"
-    return "a pyro-lvm evaluate, sample or diagnose reading it"
+    fcntl.flock(handle, fcntl.LOCK_UN)  # the probe's lock must not refuse a writer arriving after this one
+    return "a pyro-lvm evaluate, sample or diagnose reading it (or a train that has just finished)"
 
 
 @contextmanager
