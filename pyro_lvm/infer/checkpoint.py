@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -40,17 +41,28 @@ def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     return None
 
 
-def save(state: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file to write in place of ``path``: a temporary file beside it, flushed, synced and renamed over ``path``
+    when the block ends, so a reader sees the old file or the new one, never half of one; on any failure the
+    temporary file is removed and ``path`` is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def save(state: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    try:
+        with atomic_file(path, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+    except OSError as err:
         raise PyroLVMError(
             f"could not write the checkpoint {str(path)!r} ({err.strerror or err}); the previous one is intact: "
             "free space or permissions, then resume"

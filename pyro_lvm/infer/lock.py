@@ -61,14 +61,19 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         handle.close()  # closing releases the lock
 
 
+def _pid(handle) -> str:
+    """The pid the last train wrote into the lock file."""
+    handle.seek(0)
+    return handle.read().strip() or "unknown"
+
+
 def _holder(handle) -> str:
     """Who blocks an exclusive lock: a train (its pid is in the file) or readers, which write no pid; a shared
     lock that succeeds means only readers hold it (it is released when the handle closes)."""
     try:
         fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        return f"another pyro-lvm train (pid {handle.read().strip() or 'unknown'})"
+        return f"another pyro-lvm train (pid {_pid(handle)})"
     fcntl.flock(handle, fcntl.LOCK_UN)  # the probe's lock must not refuse a writer arriving after this one
     return "a pyro-lvm evaluate, sample or diagnose reading it (or a train that has just finished)"
 
@@ -87,10 +92,8 @@ def read_lock(run_dir: Path) -> Iterator[None]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
                 raise PyroLVMError(
-                    f"run folder {str(run_dir)!r} is being written by a pyro-lvm train (pid {holder}); evaluate or "
+                    f"run folder {str(run_dir)!r} is being written by a pyro-lvm train (pid {_pid(handle)}); evaluate or "
                     "sample it once that train has finished (or a copy of the folder)"
                 ) from None
         yield

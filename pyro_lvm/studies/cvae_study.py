@@ -101,11 +101,8 @@ def quadrant_study(
         "CVAE gain over NN (paired)",
     ]
     n, k = rows[0]["num_points"], rows[0]["num_samples"]
-    text = tabulate(table, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github")  # "x|c" in a cell
     note = f"nats per test image, {n} test points, K = {k}; mean ± standard error (lower −log p is better)"
-    (out / "quadrants.md").write_text(f"{text}\n\n{note}\n")
-    (out / "quadrants.json").write_text(json.dumps(rows, indent=2))
-    print(f"{text}\n\n{note}")
+    _report(out / "quadrants", table, headers, note, rows)
     return rows
 
 
@@ -133,14 +130,19 @@ def label_study(config_path: str | Path, overrides: list[str], out: Path, varian
         for r in rows
     ]
     headers = ["prior", "ELBO", "log p̂(x|c) (IWAE)", "pairwise KL", "min acc.", "accuracy per class (%)"]
-    text = tabulate(table, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github")  # "x|c" in a cell
     r0 = rows[0]
     note = (
         f"nats per test image, {r0['num_points']} points, K = {r0['num_samples']}; accuracy = share of 100 decoder "
         f"means of z ~ p(z|c=k) that a logistic regression (test accuracy "
         f"{100 * r0['classifier_test_accuracy']:.0f}% on real images) labels k"
     )
-    (out / "labels.md").write_text(f"{text}\n\n{note}\n")
-    (out / "labels.json").write_text(json.dumps(rows, indent=2))
-    print(f"{text}\n\n{note}")
+    _report(out / "labels", table, headers, note, rows)
     return rows
+
+
+def _report(stem: Path, table: list, headers: list[str], note: str, rows: list[dict]) -> None:
+    """A study's table as GitHub Markdown with its note: printed, and written to STEM.md beside STEM.json."""
+    text = tabulate(table, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github")  # "x|c" in a cell
+    stem.with_suffix(".md").write_text(f"{text}\n\n{note}\n")
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    print(f"{text}\n\n{note}")

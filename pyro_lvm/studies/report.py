@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from tabulate import tabulate
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
+from pyro_lvm.infer.checkpoint import atomic_file
 from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.infer.lock import read_lock
 from pyro_lvm.seeding import seeded
@@ -31,19 +31,9 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
                 from pyro_lvm.studies.label_report import m2_figures
 
                 m2_figures(exp, out, run_dir)
-            write_atomically(run_dir / "evaluation.json", json.dumps(out, indent=2))
+            with atomic_file(run_dir / "evaluation.json") as f:  # never half a file (checkpoint.py)
+                f.write(json.dumps(out, indent=2))
     return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader (or a concurrent
-    evaluate) sees the old file or the new one, never half of one; a failed write removes its temporary file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @scoped
