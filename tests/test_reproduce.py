@@ -126,3 +126,15 @@ def test_blocks_do_not_interleave():
         assert len(names) % 2 == 0, page
         pairs = zip(names[::2], names[1::2], strict=True)
         assert all(a[0] == "generated" and b == ("end generated", a[1]) for a, b in pairs), page
+
+
+def test_a_quick_quadrant_study_writes_its_markdown_table(reproduce, tmp_path):
+    page = "docs/results/cvae-quadrants.md"
+    (tmp_path / page).parent.mkdir(parents=True)
+    shutil.copy(ROOT / page, tmp_path / page)
+    assert reproduce.main(["cvae_quadrants_digits", "--quick", "--root", str(tmp_path)]) == 0
+    new = reproduce.markers("cvae_quadrants_digits").search((tmp_path / page).read_text()).group(0)
+    table = [line for line in new.splitlines() if line.startswith("|")]
+    assert len(table) == 3 and "−log p(x\\|c)" in table[0] and "conditional" in table[2]  # 1 quadrant, 1 prior
+    out = tmp_path / "runs" / "reproduce" / "cvae_quadrants_digits"
+    assert (out / "quadrants.md").read_text().startswith(table[0]) and (out / "quadrants.json").is_file()
