@@ -220,7 +220,7 @@ def _poison_model(state: dict) -> None:
 def _poison_moment(state: dict) -> None:
     import torch
 
-    from pyro_lvm.infer.checkpoint import tensors
+    from pyro_lvm.runs.checkpoint import tensors
 
     name, t = next((k, v) for k, v in tensors(state["optim"]) if "exp_avg_sq" in k and torch.is_tensor(v))
     t.view(-1)[0] = float("inf")

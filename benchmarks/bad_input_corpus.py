@@ -134,7 +134,7 @@ def no_tmp_left(folder: Path) -> str | None:
 def finite_checkpoint(folder: Path) -> str | None:
     """The run's checkpoint loads (the loader refuses non-finite parameters)."""
     from pyro_lvm.errors import PyroLVMError
-    from pyro_lvm.infer import checkpoint
+    from pyro_lvm.runs import checkpoint
 
     try:
         checkpoint.load(next(folder.glob("runs/*/checkpoint.pt")))

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from pyro_lvm.guides.per_datapoint import PerDatapointGuide
-from pyro_lvm.infer.distributed import parts
 from pyro_lvm.infer.optim import RowAdam
+from pyro_lvm.training.strategies.ddp import parts
 
 ROOT = Path(__file__).parents[1]
 

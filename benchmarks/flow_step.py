@@ -14,7 +14,7 @@ from tabulate import tabulate
 from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.training.experiment import Experiment
 
 VARIANTS = {
     "amortized (Gaussian)": ["guide.name=amortized"],

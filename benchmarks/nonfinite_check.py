@@ -1,4 +1,4 @@
-"""The per-step gradient check of the training loop (``pyro_lvm.infer.train.gradient_check``) against the step it
+"""The per-step gradient check of the training loop (``pyro_lvm.training.callbacks.guard.gradient_check``) against the step it
 guards, in the same run: the digits VAE of experiments/digits_vae.toml, amortized and per-datapoint guides.
 
     python benchmarks/nonfinite_check.py [--steps 400]
@@ -13,8 +13,8 @@ import torch
 from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import gradient_check
+from pyro_lvm.training.callbacks.guard import gradient_check
+from pyro_lvm.training.experiment import Experiment
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.training.experiment import Experiment
 
 
 def step_times(n: int, steps: int, batch: int, latent: int) -> list[float]:

@@ -40,8 +40,8 @@ from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.nn.nets import GaussianHead, mlp
+from pyro_lvm.training.experiment import Experiment
 
 N, P, H, D = 60_000, 784, 400, 50
 LOG_2PI = math.log(2 * math.pi)

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", default="runs/conv_vs_mlp")
     args = parser.parse_args(argv)
-    from pyro_lvm.evaluation.estimates import Estimate, evaluate_split, validation_elbo
-    from pyro_lvm.infer.experiment import Experiment
-    from pyro_lvm.infer.train import train
+    from pyro_lvm.evaluation.estimates import Estimate, evaluate_split
+    from pyro_lvm.training.experiment import Experiment
+    from pyro_lvm.training.run import train
 
     try:
         conv_cfg = config.load(args.config, [*args.set, f"train.max_seconds={args.minutes * 60}"])
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "mlp" and parameters(exp) != counted:
                 raise PyroLVMError(f"the MLP VAE has {parameters(exp)} parameters, not the {counted} counted")
             print(f"== training {name} ({parameters(exp):,} parameters, {args.minutes:g} min)", flush=True)
-            history = train(exp, Path(args.out) / name, validate=validation_elbo, overwrite=True)
+            history = train(exp, Path(args.out) / name, validate=True, overwrite=True)
             ev = cfg.eval
             res = evaluate_split(exp.model, exp.guide, exp.data.test, exp.condition, ev.num_samples, ev.chunk_size,
                                  ev.batch_size, ev.num_points, None, ev.seed)  # fmt: skip

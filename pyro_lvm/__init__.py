@@ -4,14 +4,15 @@ The house, top to bottom (a layer imports only the layers below it; ``.importlin
 
     cli            argument parsing, printing, exit codes
     api            the public Python functions re-exported here (train, evaluate, compare, sample, ...)
-    studies        compare, CVAE studies, ELBO identity, KL directions, run folders, reports, figures
-    evaluation     per-datapoint ELBO / IWAE estimates, gap pieces, ArviZ diagnostics, CVAE checks
-    infer          ELBOs, optimisers, the experiment assembly, the training loop, checkpoints, local q* fits
-    guides         amortized, per-datapoint and semi-amortized guides (they refine against a model)
-    models         VAE / CVAE programs, priors, likelihoods, the completion baseline
-    data | nn      datasets, batches, conditions | plain torch networks
-    config         the TOML schema; asks the registries for component names and option schemas
-    registry | context | seeding | errors    the ground floor
+    studies        compare, CVAE studies, ELBO identity, KL directions, evaluation and figures of run folders
+    training       the experiment, run state, loop, step strategies (single, chunked/DDP), callbacks, recipes
+    evaluation     per-datapoint ELBO / IWAE estimates, gap pieces, the test-time q* fit, ArviZ diagnostics
+    infer          objectives (ELBOs, Rényi, M2's enumeration) and optimisers
+    guides         amortized, per-datapoint, semi-amortized, flow and M2 guides
+    models         VAE / CVAE / M2 programs, priors, likelihoods, the completion baseline
+    data | nn | runs   datasets, batches, conditions | plain torch networks | run-folder files, checkpoints, lock
+    config         the TOML schema; asks the registries for component names, option schemas and traits
+    registry | context | seeding | resources | errors    the ground floor
 
 Components register by name in ``registry`` with their own option schemas; the registries import the built-in
 component modules by name on first use, and a user's modules through ``plugins``. Importing ``pyro_lvm`` imports
@@ -31,7 +32,7 @@ _PUBLIC = {
     "load_config": "pyro_lvm.api",
     "config_from_dict": "pyro_lvm.api",
     "with_overrides": "pyro_lvm.api",
-    "Experiment": "pyro_lvm.infer.experiment",
+    "Experiment": "pyro_lvm.training.experiment",
     "Dataset": "pyro_lvm.data",
     "Split": "pyro_lvm.data",
     "from_tensors": "pyro_lvm.data",
@@ -50,6 +51,13 @@ _PUBLIC = {
     "register_optimiser": "pyro_lvm.registry",
     "scope": "pyro_lvm.context",
     "PyroLVMError": "pyro_lvm.errors",
+    "Interrupted": "pyro_lvm.errors",
+    "Callback": "pyro_lvm.training.callbacks.base",
+    "Strategy": "pyro_lvm.training.strategies.base",
+    "register_strategy": "pyro_lvm.training.strategies",
+    "Recipe": "pyro_lvm.training.recipes",
+    "register_recipe": "pyro_lvm.training.recipes",
+    "RunState": "pyro_lvm.training.state",
 }
 
 __all__ = sorted([*_PUBLIC, "__version__"])

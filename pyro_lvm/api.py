@@ -13,6 +13,7 @@ Each function runs inside ``pyro_lvm.scope()`` and restores Pyro's settings afte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ from pyro_lvm import config as _config
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluation.estimates import validation_elbo
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train as _train
 from pyro_lvm.studies import compare as _compare
 from pyro_lvm.studies import report, run
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.callbacks.base import Callback
+from pyro_lvm.training.run import train as _train
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None) -> Config:
@@ -52,12 +53,15 @@ def train(
     resume: bool = False,
     figures: bool = True,
     overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict]:
     """Train ``exp`` for ``cfg.train.steps`` steps (SVI: minimise −ELBO estimated on batches with the N/B plate
     scale); returns the history rows (``train_elbo``, ``val_elbo``, ...). With ``run_dir``: checkpoints, metrics,
     the resolved config and (``figures``) the figures go there; ``resume=True`` continues its checkpoint and
-    ``overwrite=True`` replaces the run it holds."""
-    history = _train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
+    ``overwrite=True`` replaces the run it holds. ``callbacks`` (``pyro_lvm.Callback`` subclasses) run beside the
+    built-in ones. SIGINT, SIGTERM and SIGUSR1 finish the current step, checkpoint it and raise
+    ``pyro_lvm.Interrupted``."""
+    history = _train(exp, run_dir, resume=resume, validate=True, overwrite=overwrite, callbacks=callbacks)
     if run_dir is not None and figures:
         run.write_figures(exp, Path(run_dir), history)
     return history

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -16,13 +18,15 @@ from pathlib import Path
 from tabulate import tabulate
 
 from pyro_lvm import __version__
-from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.errors import Interrupted, PyroLVMError
 
 
 def _train(args: argparse.Namespace) -> None:
     from pyro_lvm import config
-    from pyro_lvm.infer import distributed, launch
-    from pyro_lvm.studies.run import default_run_dir, run_config, train_run
+    from pyro_lvm.runs.identity import default_run_dir, run_config
+    from pyro_lvm.studies.run import train_run
+    from pyro_lvm.training.strategies import ddp as distributed
+    from pyro_lvm.training.strategies import launch
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -62,9 +66,10 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyro_lvm.infer import distributed, launch
+    from pyro_lvm.runs.identity import run_config
     from pyro_lvm.studies.report import evaluate_run, print_evaluation
-    from pyro_lvm.studies.run import run_config
+    from pyro_lvm.training.strategies import ddp as distributed
+    from pyro_lvm.training.strategies import launch
 
     overrides = list(args.set)
     if args.num_samples:
@@ -223,6 +228,18 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
     print(f"note: {message}", file=sys.stderr)
 
 
+class _Terminated(Exception):  # noqa: N818 - SIGTERM as an exception, like KeyboardInterrupt for SIGINT
+    pass
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pyro_lvm.context import scope
@@ -231,18 +248,24 @@ def main(argv: list[str] | None = None) -> int:
     # A console script's sys.path starts at its bin folder; plugins are looked up where the user runs the command.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         with scope(), warnings.catch_warnings():
             warnings.showwarning = _one_line
             load_plugins(args.plugin)
             args.func(args)
+    except Interrupted as err:  # a signal: the step finished and a checkpoint was written at it
+        if os.environ.get("RANK", "0") == "0":
+            print(str(err), file=sys.stderr)
+        return err.exit_code
     except PyroLVMError as err:
         if os.environ.get("RANK", "0") == "0" or str(err).startswith("rank "):  # ranks share their errors: one line
             print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as err:  # outside a training loop (which stops at its step's end)
+        name, code = ("SIGTERM", 143) if isinstance(err, _Terminated) else ("SIGINT", 130)
+        print(f"stopped by {name}; files already written are whole (they are written atomically)", file=sys.stderr)
+        return code
     except OSError as err:  # the machine's refusal (disk full, permissions) of a file we write or read
         print(f"error: {err.strerror or err}: {err.filename or ''}; free space or fix permissions", file=sys.stderr)
         return 2
@@ -257,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             where = "no log could be written"
         print(f"error: unexpected {type(err).__name__}: {summary} (a bug; {where})", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -56,6 +56,7 @@ class Registry(Generic[T]):
         self._builtins = builtins
         self._factories: dict[str, Callable[..., T]] = {}
         self._schemas: dict[str, type[Options]] = {}
+        self._traits: dict[str, dict[str, Any]] = {}
 
     def _load(self) -> None:
         if self._builtins is not None:
@@ -67,9 +68,10 @@ class Registry(Generic[T]):
                 raise
 
     def register(
-        self, name: str, options: type[Options] | None = None
+        self, name: str, options: type[Options] | None = None, **traits: Any
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: register ``factory`` under ``name``; ``options`` is its schema (default: the kind's base)."""
+        """Decorator: register ``factory`` under ``name``; ``options`` is its schema (default: the kind's base);
+        ``traits`` are facts a config check needs before anything is built (e.g. a model's ``recipe``)."""
         self._load()
         if options is not None and not (isinstance(options, type) and issubclass(options, self.base)):
             raise PyroLVMError(
@@ -85,6 +87,7 @@ class Registry(Generic[T]):
                     f"{factory.__module__}.{factory.__qualname__}); choose another name"
                 )
             self._factories[name] = factory
+            self._traits[name] = dict(traits)
             self._schemas[name] = create_model(  # type: ignore[call-overload]
                 f"{self.kind}_{name}_options",
                 __base__=options or self.base,
@@ -117,6 +120,13 @@ class Registry(Generic[T]):
         if name not in self._schemas:
             raise self._unknown(name)
         return self._schemas[name]
+
+    def trait(self, name: str, key: str, default: Any = None) -> Any:
+        """A fact registered with component ``name`` (``register(name, ..., key=value)``), or ``default``."""
+        self._load()
+        if name not in self._factories:
+            raise self._unknown(name)
+        return self._traits[name].get(key, default)
 
     def owner_of(self, key: str) -> list[str]:
         """The registered components that accept option ``key`` (for error messages)."""
@@ -154,8 +164,10 @@ _CALLS = {
     "network": "called as ``f(n_in=, n_out=, hidden=)``; returns an ``nn.Module`` mapping (..., n_in) to (..., n_out)",
     "prior": f"a PyroModule {_KEYWORDS} (latent_dim, cond_dim, num_features); ``forward(c)`` returns p(z | c)",
     "likelihood": f"a PyroModule {_KEYWORDS}; ``forward(decoder_output)`` returns p(x | ...), event dim 1",
-    "model": f"{_KEYWORDS} (prior, likelihood, decoder, num_features, ...; ``ModelOptions`` fields included)",
-    "guide": f"a PyroModule {_KEYWORDS} (num_features, latent_dim, cond_dim, num_data) with the model's signature",
+    "model": f"{_KEYWORDS} (prior, likelihood, decoder, num_features, ...; ``ModelOptions`` fields included); "
+    "``recipe=NAME`` names how it trains (``pyro_lvm.training.recipes``: plain, semi_supervised; default plain)",
+    "guide": f"a PyroModule {_KEYWORDS} (num_features, latent_dim, cond_dim, num_data) with the model's signature; "
+    "``infers_labels=True`` for a guide of the label too (the semi-supervised recipe's)",
     "elbo": f"{_KEYWORDS} (``ElboOptions`` fields); returns a Pyro ELBO",
     "optimiser": f"{_KEYWORDS} (``modules`` to optimise); returns an object with zero_grad, step, state_dict, "
     "load_state_dict and description",
@@ -163,8 +175,8 @@ _CALLS = {
 
 
 def _decorator(registry: Registry[Any]) -> Callable[..., Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    def register(name: str, options: type[Options] | None = None):
-        return registry.register(name, options)
+    def register(name: str, options: type[Options] | None = None, **traits: Any):
+        return registry.register(name, options, **traits)
 
     register.__name__ = f"register_{registry.kind}"
     register.__doc__ = (

@@ -4,6 +4,7 @@ limit, not an allocator traceback (or the kernel's OOM killer) minutes later."""
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from pyro_lvm.errors import PyroLVMError
 
@@ -45,3 +46,23 @@ def require(num_bytes: float, what: str, fix: str, device=None) -> None:
 def mlp_parameters(sizes: list[int]) -> int:
     """Weights and biases of the MLP with these layer sizes."""
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+class Cost(NamedTuple):
+    """What a component costs in memory, for the check before anything is built: its parameters (each also has
+    a gradient and two Adam moments) and the widths of its layers (each row of a batch keeps an activation per
+    unit for the backward pass)."""
+
+    parameters: int = 0
+    widths: int = 0
+
+
+def network_cost(net: str, sizes: list[int]) -> Cost:
+    """A network of layer ``sizes`` (input, hidden..., output): its parameters if it is the built-in MLP (another
+    network's are not known before it is built), and its hidden widths."""
+    return Cost(mlp_parameters(sizes) if net == "mlp" else 0, sum(sizes[1:-1]))
+
+
+def no_cost(*_: object, **__: object) -> Cost:
+    """A component that says nothing of its memory (a user's, by default)."""
+    return Cost()

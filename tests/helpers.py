@@ -8,8 +8,8 @@ import torch
 from pyro_lvm import config
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.data.analytic import LinearGaussian
-from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.studies.identity import set_to_linear_gaussian
+from pyro_lvm.training.experiment import Experiment
 
 
 def tiny_config(**sections) -> config.Config:

@@ -11,9 +11,10 @@ from helpers import data_options, tiny_config
 from pyro_lvm import config
 from pyro_lvm.data import load_dataset
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, train
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 
 def _idx(array: np.ndarray) -> bytes:

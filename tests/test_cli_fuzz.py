@@ -187,8 +187,8 @@ def _started(*args, **kwargs):
 def no_children(monkeypatch):
     """compare's training subprocesses and --nproc's torchrun count as running once they would start: a watchdog
     cannot stop a child process, and the checks before them have run."""
-    from pyro_lvm.infer import launch
     from pyro_lvm.studies import compare
+    from pyro_lvm.training.strategies import launch
 
     monkeypatch.setattr(compare, "_train_subprocess", _started)
     monkeypatch.setattr(launch, "launch", _started)

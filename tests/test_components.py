@@ -9,8 +9,8 @@ from helpers import tiny_config
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import batch_estimates
 from pyro_lvm.infer.elbos import JIT_FORMS, loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.registry import ELBOS, GUIDES, LIKELIHOODS, PRIORS
+from pyro_lvm.training.experiment import Experiment
 
 
 def _model_for(prior, guide=None):

@@ -8,8 +8,8 @@ from helpers import tiny_config
 from pyro_lvm.data.tensors import from_tensors
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.nn.conv import conv_network
+from pyro_lvm.training.experiment import Experiment
 
 CONV = {"net": "conv", "conv_channels": [8, 16], "hidden": [32]}
 

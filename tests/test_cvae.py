@@ -12,7 +12,7 @@ from pyro_lvm.data.analytic import LinearGaussian
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.cvae_checks import class_prior_kl, generation_accuracy, mean_pairwise_kl, prior_log_px
 from pyro_lvm.evaluation.estimates import estimates_from_q
-from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.training.experiment import Experiment
 
 
 def conditional_linear_gaussian(n=40):

@@ -11,9 +11,9 @@ from helpers import linear_gaussian_experiment, scaled_posterior, tiny_config
 from pyro_lvm.evaluation._arviz import Posterior
 from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, psis_khat, samples_to_inference_data
 from pyro_lvm.evaluation.estimates import log_weights
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
 from pyro_lvm.studies.diagnose import DiagnoseOptions, diagnose
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 
 def test_psis_khat_flags_proposals_narrower_than_the_posterior():

@@ -17,10 +17,12 @@ from helpers import tiny_config
 
 from pyro_lvm import config
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint, distributed
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, train
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
 from pyro_lvm.studies.run import open_run
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
+from pyro_lvm.training.strategies import ddp as distributed
 
 TINY = (
     "[data]\nmax_train = 200\n[model]\nlatent_dim = 2\nhidden = [16]\n[train]\nsteps = 50\nbatch_size = 32\n"
@@ -256,3 +258,30 @@ def test_evaluate_with_two_ranks_prints_the_one_process_means_and_errors(tmp_pat
     for key in ("log_px", "elbo"):
         assert two[key] == one[key], key
     assert two["num_points"] == 40
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_at_one_step_with_a_whole_checkpoint_and_resume_is_exact(tmp_path):
+    """SIGTERM to the launcher of 2 ranks (per-datapoint rows sharded): both ranks finish the same step, rank 0
+    writes the gathered checkpoint at it (before any periodic one), exit status 143; a 2-rank resume to step N + 5
+    equals the one-process run fed the same chunks."""
+    path = _toml(tmp_path, "per_datapoint")
+    run = tmp_path / "ddp"
+    args = ["train", str(path), "--nproc", "2", f"--set=train.out_dir={run}", "--set=train.steps=100000"]
+    args += ["--set=train.checkpoint_every=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyro_lvm", *args], cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "config.toml").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    step = checkpoint.load(run / CHECKPOINT)["step"]
+    assert f"stopped by SIGTERM at step {step}; checkpoint written" in err and "error" not in err, err[-3000:]
+    assert 0 < step < 100000 and checkpoint.load(run / CHECKPOINT)["guide"]["loc.weight"].shape == (200, 2)
+    resumed = _cli(["train", "--resume", str(run), "--nproc", "2", f"--set=train.steps={step + 5}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _close(_reference(path, tmp_path / "one", steps=step + 5), checkpoint.load(run / CHECKPOINT))

@@ -19,6 +19,11 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PLACEHOLDERS = {"RUN", "RUN_DIR", "CONFIG", "OTHER", "DIR", "N", "P"}
 
 
+def placeholder(arg: str) -> bool:
+    """A word of a documented pattern, not of a command to copy: RUN, CONFIG, ... or a shell variable."""
+    return arg in PLACEHOLDERS or "$" in arg
+
+
 def commands() -> list[tuple[Path, str]]:
     """(page, command line) for every `pyro-lvm ...` in code spans and blocks, comments and prompts stripped."""
     found = []
@@ -58,7 +63,7 @@ def test_the_readme_is_a_front_page():
 @pytest.mark.parametrize("page, cmd", commands(), ids=lambda v: str(v)[-40:])
 def test_documented_commands_parse_and_name_real_paths(page, cmd):
     args = shlex.split(cmd)
-    if any(a in PLACEHOLDERS or a.startswith("--resume") for a in args):
+    if any(placeholder(a) or a.startswith("--resume") for a in args):
         return  # a pattern (pyro-lvm train CONFIG --nproc P), not a command to copy
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "exit", lambda *a: (_ for _ in ()).throw(AssertionError(f"{page.name}: {cmd}")))

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from test_docs import PLACEHOLDERS, ROOT, commands
+from test_docs import ROOT, commands, placeholder
 from test_experiments import fake_idx_root
 
 SMALL = ["train.steps=20", "train.progress=false", "data.max_train=120", "eval.num_samples=10", "eval.num_points=10"]
@@ -22,7 +22,7 @@ def runnable() -> list[str]:
     seen, out = set(), []
     for _, cmd in commands():
         args = shlex.split(cmd)
-        if cmd not in seen and not any(a in PLACEHOLDERS for a in args):
+        if cmd not in seen and not any(placeholder(a) for a in args):
             seen.add(cmd)
             out.append(cmd)
     return out

@@ -9,8 +9,8 @@ import torch
 from helpers import make_elbo, tiny_config
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 
 def _loss_and_grads(exp, elbo, x, idx, seed):

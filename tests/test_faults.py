@@ -12,9 +12,10 @@ import torch
 from helpers import tiny_config, tiny_toml
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, train
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 CONFIG = tiny_toml(6)
 
@@ -156,18 +157,18 @@ def test_a_resume_or_evaluation_that_changes_what_the_run_is_is_refused(tmp_path
             changed = tiny_config(**{k: {**v, "steps": 6} if k == "train" else v for k, v in change.items()})
             train(Experiment.from_config(changed), tmp_path, resume=True)
         assert "\n" not in str(info.value)
-    from pyro_lvm.infer.train import restore
+    from pyro_lvm.training.state import RunState
 
     # what may change: more steps, the ELBO, the optimiser; test-time settings for an evaluation
     more = tiny_config(train={"steps": 6, "checkpoint_every": 2}, optim={"lr": 0.01}, elbo={"num_particles": 2})
     history = train(Experiment.from_config(more), tmp_path, True)
     assert history[-1]["step"] == 6
     evaluation = tiny_config(train={"seed": 3, "steps": 1}, eval={"num_samples": 7}, data={"root": "/elsewhere"})
-    assert restore(Experiment.from_config(evaluation), tmp_path)[0] == 6  # train.* is checked on resume only
+    assert RunState.restore(Experiment.from_config(evaluation), tmp_path).step == 6  # train.* is checked on resume only
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     del state["identity"]  # a checkpoint written before runs recorded their identity
     torch.save(state, tmp_path / CHECKPOINT)
-    assert restore(Experiment.from_config(tiny_config(data={"seed": 5})), tmp_path)[0] == 6
+    assert RunState.restore(Experiment.from_config(tiny_config(data={"seed": 5})), tmp_path).step == 6
     (tmp_path / "c.toml").write_text(CONFIG)
     both = _cli(["train", "c.toml", "--resume", str(tmp_path)], tmp_path)
     assert both.returncode == 2 and "drop 'c.toml'" in both.stderr

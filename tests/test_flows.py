@@ -90,7 +90,7 @@ def test_bad_flow_options_are_one_line(guide, message):
 
 
 def test_vamp_prior_refuses_a_flow_guide():
-    from pyro_lvm.infer.experiment import Experiment
+    from pyro_lvm.training.experiment import Experiment
 
     with pytest.raises(PyroLVMError, match="guide 'amortized_flow' has none"):
         Experiment.from_config(tiny_config(prior={"name": "vamp"}, guide={"name": "amortized_flow"}))
@@ -122,7 +122,7 @@ def test_local_flow_climbs_from_the_gaussian_optimum_to_the_posterior():
     standard errors) and above q*_Gaussian's ELBO on every point."""
     from pyro_lvm.data.datasets import linear_gaussian_truth
     from pyro_lvm.evaluation.estimates import log_weights
-    from pyro_lvm.infer.local_inference import fit_local
+    from pyro_lvm.evaluation.local_inference import fit_local
     from pyro_lvm.studies.identity import best_diagonal_kl, frozen_decoder_experiment
 
     cfg = config.load(REPO / "experiments" / "elbo_identity.toml", ["train.progress=false"])

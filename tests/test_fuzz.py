@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from pyro_lvm import config
 from pyro_lvm.data import load_dataset
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, train
 from pyro_lvm.registry import SECTIONS
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SECTION_NAMES = [*SECTIONS, "train", "eval", "baseline", "compare", "plugins"]

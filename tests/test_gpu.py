@@ -14,8 +14,8 @@ from helpers import tiny_config
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import log_joint_per_datapoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device, and none is present; run on a GPU machine"
@@ -142,8 +142,8 @@ def _close_states(a: dict, b: dict, rel: float) -> None:
 def _cuda_reference(tmp_path, chunks: int) -> tuple[list[str], dict]:
     """The one-process float64 run on CUDA with ``chunks`` chunks per step, and the settings it ran with."""
     from pyro_lvm import config
-    from pyro_lvm.infer import checkpoint
-    from pyro_lvm.infer.train import CHECKPOINT
+    from pyro_lvm.runs import checkpoint
+    from pyro_lvm.runs.files import CHECKPOINT
 
     sets = [*TINY, "train.device=cuda", "train.dtype=float64", "train.batch_size=32"]
     cfg = config.load(REPO / "experiments" / "digits_vae.toml", [*sets, f"train.micro_batches={chunks}"])
@@ -158,8 +158,9 @@ def test_an_nccl_group_of_one_rank_follows_the_one_process_run(tmp_path):
     import torch.distributed as dist
 
     from pyro_lvm import config
-    from pyro_lvm.infer import checkpoint, distributed
-    from pyro_lvm.infer.train import CHECKPOINT
+    from pyro_lvm.runs import checkpoint
+    from pyro_lvm.runs.files import CHECKPOINT
+    from pyro_lvm.training.strategies import ddp as distributed
 
     sets, one = _cuda_reference(tmp_path, 2)
     dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
@@ -177,8 +178,8 @@ def test_two_nccl_ranks_follow_the_one_process_run(tmp_path):
     """``pyro-lvm train --nproc 2`` on CUDA: one GPU per rank, the same end as two chunks per step in one process."""
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs 2 CUDA devices, {torch.cuda.device_count()} present")
-    from pyro_lvm.infer import checkpoint
-    from pyro_lvm.infer.train import CHECKPOINT
+    from pyro_lvm.runs import checkpoint
+    from pyro_lvm.runs.files import CHECKPOINT
 
     sets, one = _cuda_reference(tmp_path, 2)
     job = [f"--set={o}" for o in [*sets, f"train.out_dir={tmp_path / 'job'}"]]

@@ -6,10 +6,10 @@ from helpers import linear_gaussian_experiment, tiny_config
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import batch_estimates
+from pyro_lvm.evaluation.local_inference import fit_local
 from pyro_lvm.guides import local_elbo, refine
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.local_inference import fit_local
+from pyro_lvm.training.experiment import Experiment
 
 
 def lg_experiment(guide: str, n=20, **guide_kw):

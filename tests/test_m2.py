@@ -11,9 +11,9 @@ from helpers import tiny_config
 from pyro_lvm.data.labelled import UNLABELLED, SemiSupervisedBatches, labelled_mask
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.labels import enumerated_estimates, evaluate_labels
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
 from pyro_lvm.models.m2 import one_hot
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 M2 = {"model": {"name": "m2", "aux_weight": 0.5}, "guide": {"name": "m2", "classifier_hidden": [16]}}
 

@@ -8,9 +8,9 @@ from helpers import tiny_config
 
 from pyro_lvm import config, resources
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import experiment
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
+from pyro_lvm.training import experiment
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 GiB = 2**30
 

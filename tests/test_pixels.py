@@ -59,9 +59,9 @@ def test_grey_digits_train_and_evaluate_with_bits_per_dim(likelihood, tmp_path):
     """digits are 17-level grey images (k/16): rescaled to k/255 steps they are 8-bit data for the discretized
     logistic; the continuous Bernoulli takes them as they are."""
     from pyro_lvm.data.tensors import from_tensors
-    from pyro_lvm.infer.experiment import Experiment
-    from pyro_lvm.infer.train import train
     from pyro_lvm.studies.report import evaluate_experiment
+    from pyro_lvm.training.experiment import Experiment
+    from pyro_lvm.training.run import train
 
     assert likelihood in LIKELIHOODS
     cfg = tiny_config(likelihood={"name": likelihood}, data={"binarize": "none"})

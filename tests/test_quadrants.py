@@ -11,8 +11,8 @@ from pyro_lvm import config
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import evaluate_split
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 
 def bimodal_completion(n: int, seed: int) -> Split:

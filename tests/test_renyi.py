@@ -11,7 +11,7 @@ from helpers import linear_gaussian_experiment, make_elbo, tiny_config
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.local import MIN_SCALE
 from pyro_lvm.infer.elbos import loss_and_backward
-from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.training.experiment import Experiment
 
 N, K = 60, 5
 

@@ -8,12 +8,13 @@ import torch
 from helpers import tiny_config
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.lock import read_lock, run_lock
-from pyro_lvm.infer.train import CHECKPOINT, train
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.runs.lock import read_lock, run_lock
 from pyro_lvm.studies.diagnose import DiagnoseOptions, diagnose
 from pyro_lvm.studies.report import evaluate_run, sample_run
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import pytest
 from helpers import tiny_config
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
 from pyro_lvm.studies.run import train_run
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 pytest.importorskip("tensorboard")
 

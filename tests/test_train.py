@@ -9,9 +9,11 @@ from pyro.infer import Trace_ELBO
 
 from pyro_lvm.data import Batches
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.infer import checkpoint
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CHECKPOINT, restore, train
+from pyro_lvm.runs import checkpoint
+from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
+from pyro_lvm.training.state import RunState
 
 
 def cli(*args, cwd):
@@ -181,5 +183,5 @@ def test_a_wall_clock_budget_stops_training_with_a_checkpoint(tmp_path):
     history = train(exp, tmp_path / "run")
     last = history[-1]
     assert 1.0 <= last["time_s"] < 30 and last["step"] < 100_000
-    step, _, _ = restore(Experiment.from_config(tiny_config(train={"steps": 100_000})), tmp_path / "run", True)
+    step = RunState.restore(Experiment.from_config(tiny_config(train={"steps": 100_000})), tmp_path / "run", True).step
     assert step == last["step"]

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from pyro_lvm.config.messages import format_error
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.registry import NETWORKS, SECTIONS
+from pyro_lvm.registry import GUIDES, MODELS, NETWORKS, SECTIONS
 
 
 def _check_flow_family(cfg, guides) -> None:
@@ -84,26 +84,41 @@ def check_combinations(cfg) -> None:
     _check_semi_supervised(cfg)
 
 
-def _check_semi_supervised(cfg) -> None:
-    """M2 (``model.name = 'm2'``): its guide, its ELBOs, and scarce labels only for it."""
-    model, guide, elbo = cfg.model.name, cfg.guide.name, cfg.elbo.name
-    if getattr(cfg.data, "labelled", None) is not None and model != "m2":
+def _semi_supervised(model_name: str) -> bool:
+    """Whether the model trains by the semi-supervised recipe (its label a latent variable where hidden)."""
+    return MODELS.trait(model_name, "recipe", "plain") == "semi_supervised"
+
+
+def check_hidden_labels(cfg) -> None:
+    """Hidden training labels (``data.labelled``, or a dataset handed over with a mask) only for a model that
+    learns from them."""
+    model = cfg.model.name
+    if not _semi_supervised(model):
         raise PyroLVMError(
             f"data.labelled hides training labels, which only the semi-supervised model can learn from; model "
             f"{model!r} would never see them: use model.name = 'm2' and guide.name = 'm2', or drop data.labelled"
         )
-    if (model == "m2") != (guide == "m2"):
+
+
+def _check_semi_supervised(cfg) -> None:
+    """The semi-supervised model (M2): its guide, its ELBOs, and scarce labels only for it."""
+    model, guide, elbo = cfg.model.name, cfg.guide.name, cfg.elbo.name
+    semi = _semi_supervised(model)
+    if getattr(cfg.data, "labelled", None) is not None:
+        check_hidden_labels(cfg)
+    if semi != bool(GUIDES.trait(guide, "infers_labels", False)):
         raise PyroLVMError(
-            "model 'm2' infers the label with guide 'm2' (a classifier q(y|x) and an encoder q(z|x,y)), and guide "
-            f"'m2' fits only that model; got model.name = {model!r}, guide.name = {guide!r}: set both to 'm2'"
+            f"model {model!r} and guide {guide!r} do not fit: the semi-supervised model 'm2' infers the label with "
+            "guide 'm2' (a classifier q(y|x) and an encoder q(z|x,y)), and guide 'm2' fits only that model: "
+            "set both to 'm2', or neither"
         )
-    if elbo == "trace_enum" and model != "m2":
+    if elbo == "trace_enum" and not semi:
         raise PyroLVMError(
             f"elbo.name = 'trace_enum' sums discrete latent variables out, and model {model!r} has none to "
             "enumerate; use elbo.name = 'trace' (or 'mean_field'), or model.name = 'm2'"
         )
-    if model == "m2" and elbo not in ("trace_enum", "trace"):
+    if semi and elbo not in ("trace_enum", "trace"):
         raise PyroLVMError(
-            f"model 'm2' trains with elbo.name = 'trace_enum' (the label summed out exactly) or 'trace' (the label "
-            f"sampled, a score-function gradient); {elbo!r} needs every guide site reparameterized"
+            f"model {model!r} trains with elbo.name = 'trace_enum' (the label summed out exactly) or 'trace' (the "
+            f"label sampled, a score-function gradient); {elbo!r} needs every guide site reparameterized"
         )

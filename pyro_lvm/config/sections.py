@@ -21,7 +21,7 @@ class TrainConfig(_Section):
     max_seconds: float | None = Field(None, gt=0)  # a wall-clock budget: stop at the first step past it
     batch_size: int = Field(128, gt=0)
     # each step's batch in this many chunks, accumulated (less memory per step; several ranks share them, one
-    # chunk each by default): the plain run's gradient with other noise (pyro_lvm/infer/steps.py)
+    # chunk each by default): the plain run's gradient with other noise (pyro_lvm/training/strategies/chunked.py)
     micro_batches: int = Field(1, gt=0)
     seed: Seed = 0
     eval_every: int | None = Field(None, gt=0)  # steps between validation ELBOs; default one epoch
@@ -58,7 +58,7 @@ class BaselineConfig(_Section):
 
 
 class LocalFlowConfig(_Section):
-    """The local flow family of q*_flow (``pyro_lvm.infer.local_inference.fit_local_flow``)."""
+    """The local flow family of q*_flow (``pyro_lvm.evaluation.local_inference.fit_local_flow``)."""
 
     flows: int = Field(2, ge=1, le=64)
     kind: Literal["affine", "spline"] = "affine"

@@ -20,7 +20,6 @@ from pyro import poutine
 from pyro_lvm.data.batches import in_order
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.guides import log_joint_per_datapoint
-from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded, stream_seed
 
@@ -158,15 +157,15 @@ def evaluate_split(
     seed: int = 1,
     proposal: Callable | None = None,
     per_batch_streams: bool = False,
-    across_ranks: bool = False,
+    ranks=None,
 ) -> dict:
     """IWAE log p̂(x) and ELBO for every row of ``split`` (or its first ``num_points``).
 
     ``num_data`` is passed for per-datapoint guides evaluated on the rows they were trained on (idx are rows).
     ``proposal(model, target, c)`` replaces the guide's q as the importance proposal (e.g. ``prior_proposal``).
     Evaluation draws from its own seeded RNG stream and leaves the training stream untouched: one stream for the
-    whole split, or with ``per_batch_streams`` one per batch, seeded by (seed, batch). ``across_ranks`` (every rank
-    of a torchrun job calls it): each rank takes every P-th batch on its own stream and the per-datapoint values are
+    whole split, or with ``per_batch_streams`` one per batch, seeded by (seed, batch). ``ranks`` (the job's ranks,
+    ``pyro_lvm.training.strategies.ddp.Ranks``; every rank of a torchrun job calls it): each rank takes every P-th batch on its own stream and the per-datapoint values are
     gathered in order, the one-process evaluation with ``per_batch_streams``, value for value.
     """
     require(
@@ -175,12 +174,12 @@ def evaluate_split(
         "lower eval.chunk_size or eval.batch_size (the estimate is the same; memory is chunk x batch)",
         split.x.device,
     )
-    ranks = Ranks() if across_ranks else Ranks.single()
-    per_batch = per_batch_streams or ranks.size > 1
+    size, rank = (ranks.size, ranks.rank) if ranks is not None else (1, 0)
+    per_batch = per_batch_streams or size > 1
     iwae, elbo = [], []
     with seeded(seed), torch.no_grad():
         for i, batch in enumerate(in_order(split.head(num_points), batch_size)):
-            if per_batch and i % ranks.size != ranks.rank:
+            if per_batch and i % size != rank:
                 continue
             with seeded(stream_seed(seed, "eval", i)) if per_batch else nullcontext():
                 target, c = condition(batch.x, batch.y)
@@ -191,9 +190,9 @@ def evaluate_split(
                 lp, el = estimates_from_q(model, q, target, c, num_samples, chunk_size)
             iwae.append(lp)
             elbo.append(el)
-    if ranks.size > 1:  # rank r holds batches r, r + P, ...: interleave them back into the split's order
+    if size > 1:  # rank r holds batches r, r + P, ...: interleave them back into the split's order
         everyone = ranks.gather_all([(lp.cpu(), el.cpu()) for lp, el in zip(iwae, elbo, strict=True)])
-        pairs = [everyone[i % ranks.size][i // ranks.size] for i in range(sum(map(len, everyone)))]
+        pairs = [everyone[i % size][i // size] for i in range(sum(map(len, everyone)))]
         iwae, elbo = [lp for lp, _ in pairs], [el for _, el in pairs]
     return {"log_px": Estimate(torch.cat(iwae)), "elbo": Estimate(torch.cat(elbo))}
 
@@ -219,11 +218,7 @@ def mean_elbo(
 
 def validation_elbo(exp) -> float:
     """The training loop's validation curve: ``mean_elbo`` of ``exp``'s model and guide on its validation split
-    (for M2, the bound with the label summed out: ``labels.label_validation_elbo``)."""
-    if getattr(exp.model, "label_latent", False):
-        from pyro_lvm.evaluation.labels import label_validation_elbo
-
-        return label_validation_elbo(exp)
+    (the plain recipe's; the semi-supervised one sums the label out: ``labels.label_validation_elbo``)."""
     return mean_elbo(exp.model, exp.guide, exp.data.val, exp.condition)
 
 

@@ -18,6 +18,7 @@ from pyro_lvm.guides.local import refine, sample_z
 from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.nn import GaussianHead
 from pyro_lvm.registry import GUIDES, Options, Widths
+from pyro_lvm.resources import Cost, network_cost
 
 
 class AmortizedOptions(Options):
@@ -32,7 +33,12 @@ class SemiAmortizedOptions(AmortizedOptions):
     refine_backprop: Literal["none", "first", "all"] = "first"
 
 
-@GUIDES.register("amortized", AmortizedOptions)
+def encoder_cost(opts, *, latent_dim: int, num_features: int, cond_dim: int, **_: object) -> Cost:
+    """The encoder (x, c) -> (loc, scale) of z's memory, for the check before it is built."""
+    return network_cost(opts.net, [num_features + cond_dim, *opts.hidden, 2 * latent_dim])
+
+
+@GUIDES.register("amortized", AmortizedOptions, memory=encoder_cost)
 class AmortizedGuide(PyroModule):
     def __init__(
         self,
@@ -61,7 +67,7 @@ class AmortizedGuide(PyroModule):
             return sample_z(loc, scale, beta)
 
 
-@GUIDES.register("semi_amortized", SemiAmortizedOptions)
+@GUIDES.register("semi_amortized", SemiAmortizedOptions, memory=encoder_cost)
 class SemiAmortizedGuide(AmortizedGuide):
     """Encoder start, then K steps of gradient ascent on ELBO(mu, sigma) = E_q[log p(x, z | c)] + H[q]."""
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from pyro.nn import PyroModule
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.guides.amortized import AmortizedOptions
+from pyro_lvm.guides.amortized import AmortizedOptions, encoder_cost
 from pyro_lvm.guides.local import sample_z
 from pyro_lvm.models.m2 import one_hot
 from pyro_lvm.models.vae import data_plate
@@ -33,7 +33,7 @@ def cat_broadcast(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.expand(*lead, x.shape[-1]), c.expand(*lead, c.shape[-1])], dim=-1)
 
 
-@GUIDES.register("m2", M2GuideOptions)
+@GUIDES.register("m2", M2GuideOptions, infers_labels=True, memory=encoder_cost)
 class M2Guide(PyroModule):
     def __init__(
         self,

@@ -32,7 +32,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_lvm.guides.amortized import AmortizedOptions
+from pyro_lvm.guides.amortized import AmortizedOptions, encoder_cost
 from pyro_lvm.guides.local import MIN_SCALE
 from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.registry import GUIDES, MAX_WIDTH, NETWORKS, Widths
@@ -77,7 +77,7 @@ def flow_distribution(
     return dist.TransformedDistribution(base, [flow.condition(context) for flow in flows])
 
 
-@GUIDES.register("amortized_flow", FlowOptions)
+@GUIDES.register("amortized_flow", FlowOptions, memory=encoder_cost)
 class AmortizedFlowGuide(PyroModule):
     """An encoder gives the base (mu, sigma) and the context h of K conditional autoregressive transforms."""
 

@@ -16,6 +16,7 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.local import MIN_SCALE, sample_z
 from pyro_lvm.models.vae import data_plate
 from pyro_lvm.registry import GUIDES, Options
+from pyro_lvm.resources import Cost
 
 
 class PerDatapointOptions(Options):
@@ -26,7 +27,12 @@ def inverse_softplus(y: float) -> float:
     return float(torch.log(torch.expm1(torch.tensor(y))))
 
 
-@GUIDES.register("per_datapoint", PerDatapointOptions)
+def table_cost(opts, *, latent_dim: int, num_data: int, **_: object) -> Cost:
+    """A loc and a scale of z per training row."""
+    return Cost(2 * num_data * latent_dim)
+
+
+@GUIDES.register("per_datapoint", PerDatapointOptions, memory=table_cost)
 class PerDatapointGuide(PyroModule):
     """q(z_n) = N(mu_n, diag softplus(rho_n)²) for n = 1..N; mu and rho are (N, D) sparse embedding tables."""
 

@@ -22,7 +22,7 @@ from pyro import poutine
 from torch.nn import functional as F
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.models.vae import VAE, ModelOptions, broadcast_cat, data_plate
+from pyro_lvm.models.vae import VAE, ModelOptions, broadcast_cat, data_plate, decoder_cost
 from pyro_lvm.registry import MODELS
 
 
@@ -37,11 +37,11 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tens
     return F.one_hot(y, num_classes).to(dtype)
 
 
-@MODELS.register("m2", M2Options)
+@MODELS.register("m2", M2Options, recipe="semi_supervised", memory=decoder_cost)
 class M2(VAE):
     """p(x, y, z) = p(y) p(z | y) p(x | f(z, y)), p(y) uniform over the K classes."""
 
-    label_latent = True  # evaluation sums y out (pyro_lvm.evaluation.labels)
+    recipe = "semi_supervised"  # how it trains and is evaluated: the label summed out (pyro_lvm.training.recipes)
 
     def __init__(self, *args: object, num_classes: int = 0, aux_weight: float = 0.0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -20,6 +20,7 @@ from torch.distributions import constraints
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.nn import GaussianHead
 from pyro_lvm.registry import MAX_WIDTH, PRIORS, Options, Widths
+from pyro_lvm.resources import Cost, network_cost
 
 
 class ConditionalOptions(Options):
@@ -46,7 +47,17 @@ class StandardNormalPrior(PyroModule):
         return dist.Normal(self.zeros, torch.ones_like(self.zeros)).to_event(1)
 
 
-@PRIORS.register("conditional", ConditionalOptions)
+def network_prior_cost(opts, *, latent_dim: int, cond_dim: int, **_: object) -> Cost:
+    """The prior network c -> (loc, scale) of z (its activations are few beside the decoder's: not counted)."""
+    return Cost(network_cost(opts.net, [cond_dim, *opts.hidden, 2 * latent_dim]).parameters)
+
+
+def mixture_cost(opts, *, latent_dim: int, num_features: int, **_: object) -> Cost:
+    """Each component's loc, scale and weight (and a VampPrior's pseudo-input)."""
+    return Cost(opts.num_components * (2 * latent_dim + 1 + num_features))
+
+
+@PRIORS.register("conditional", ConditionalOptions, memory=network_prior_cost)
 class ConditionalPrior(PyroModule):
     def __init__(
         self, latent_dim: int, cond_dim: int = 0, hidden: list[int] | None = None, net: str = "mlp", **_: object
@@ -63,7 +74,7 @@ class ConditionalPrior(PyroModule):
         return dist.Normal(loc, scale).to_event(1)
 
 
-@PRIORS.register("mog", MixtureOptions)
+@PRIORS.register("mog", MixtureOptions, memory=mixture_cost)
 class MixturePrior(PyroModule):
     """With ``per_class`` (label CVAEs), one component per class and the label picks it:
     p(z | c = k) = N(mu_k, diag sigma_k²) (closed-form KL), while p(z) = Σ_k π_k N(mu_k, ...) stays a mixture."""
@@ -89,7 +100,7 @@ class MixturePrior(PyroModule):
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
 
 
-@PRIORS.register("vamp", VampOptions)
+@PRIORS.register("vamp", VampOptions, memory=mixture_cost)
 class VampPrior(PyroModule):
     """p(z) = 1/K sum_k q(z | u_k) with learned pseudo-inputs u (K, P) and the guide's encoder q.
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.registry import LIKELIHOODS, MAX_WIDTH, MODELS, NETWORKS, PRIORS, Options, Widths
+from pyro_lvm.resources import Cost, network_cost
 from pyro_lvm.seeding import seeded
 
 
@@ -81,7 +82,12 @@ def broadcast_cat(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], dim=-1)
 
 
-@MODELS.register("vae", VAEOptions)
+def decoder_cost(opts, *, latent_dim: int, num_features: int, cond_dim: int, **_: object) -> Cost:
+    """The decoder f: (z, c) -> x's memory (``pyro_lvm.resources.Cost``), for the check before it is built."""
+    return network_cost(opts.net, [latent_dim + cond_dim, *opts.hidden, num_features])
+
+
+@MODELS.register("vae", VAEOptions, memory=decoder_cost)
 class VAE(PyroModule):
     """p(x, z | c) = p(z | c) p(x | f(z, c)); with no condition (c = None), the plain VAE.
 
@@ -108,6 +114,11 @@ class VAE(PyroModule):
         self.baseline = baseline
         self.feed_baseline = feed_baseline
         self.num_features = num_features  # P, the decoder's output width (for ``generate``)
+
+    @property
+    def recipe(self) -> str:
+        """How this model trains (``pyro_lvm.training.recipes``): a quadrant CVAE fits its completion baseline first."""
+        return "plain" if self.baseline is None else "quadrant"
 
     def prior_dist(self, c: torch.Tensor | None = None):
         """p(z | c), batch (B,) (or () without c), event (D,)."""
@@ -144,7 +155,7 @@ class VAE(PyroModule):
         return self.decode_mean(z, c)
 
 
-@MODELS.register("cvae", CVAEOptions)
+@MODELS.register("cvae", CVAEOptions, memory=decoder_cost)
 class CVAE(VAE):
     """The conditional VAE: same program, with the condition c fed to prior and decoder."""
 

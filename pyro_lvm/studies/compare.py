@@ -7,11 +7,14 @@ Each method trains in its own subprocess (``pyro-lvm train``), so its peak RSS i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,13 +23,15 @@ import torch
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.errors import Interrupted, PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q
-from pyro_lvm.infer.experiment import Experiment
+from pyro_lvm.registry import MODELS
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.compare_report import print_comparison
 from pyro_lvm.studies.gaps import check_memory, chunks, fit_qstar, gap_decomposition, guide_rows, normal, rows
 from pyro_lvm.studies.run import open_run
+from pyro_lvm.training.callbacks.signals import SIGNALS
+from pyro_lvm.training.experiment import Experiment
 
 
 def guide_config(cfg: Config, guide: str, run_dir: Path) -> Config:
@@ -40,6 +45,21 @@ def guide_config(cfg: Config, guide: str, run_dir: Path) -> Config:
     return config_mod.from_dict(raw)
 
 
+@contextlib.contextmanager
+def _forwarding_signals(proc: subprocess.Popen):
+    """While ``proc`` trains, SIGINT / SIGTERM / SIGUSR1 sent to this process are passed on to it (it finishes its
+    step and checkpoints); the handlers are put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, _: proc.send_signal(signum)) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _train_subprocess(cfg: Config, guide: str, run_dir: Path) -> dict:
     config_file = run_dir.parent / f"{guide}.toml"  # beside the run folder, which --overwrite replaces
     config_mod.save(guide_config(cfg, guide, run_dir), config_file)
@@ -47,8 +67,15 @@ def _train_subprocess(cfg: Config, guide: str, run_dir: Path) -> dict:
     start = time.perf_counter()
     # stdout (the per-run table) is dropped: compare prints its own; stderr (progress, errors) reaches the user.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # wait4, not wait: it returns this child's own peak RSS
+    with _forwarding_signals(proc):  # a signal to compare stops the training run cleanly, not orphaned
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4, not wait: it returns this child's own peak RSS
     code = os.waitstatus_to_exitcode(status)
+    if code - 128 in SIGNALS:  # the run stopped at the end of a step with a checkpoint (training/callbacks/signals.py)
+        name = signal.Signals(code - 128).name
+        raise Interrupted(
+            f"stopped by {name} while training the {guide} guide (its run folder {str(run_dir)!r} holds a checkpoint at the step it stopped)",
+            code - 128,
+        )
     if code != 0:
         raise PyroLVMError(f"training the {guide} guide failed (exit {code}); see the message above")
     return {"process_wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
@@ -92,7 +119,7 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
     overrides = list(overrides or [])
     plugins = list(plugins or [])
     cfg = config_mod.load(config_path, overrides, plugins=plugins)
-    if cfg.model.name == "m2":
+    if MODELS.trait(cfg.model.name, "recipe") == "semi_supervised":
         raise PyroLVMError(
             "compare swaps the guide of one model; model 'm2' has one guide (its classifier and encoder): evaluate it "
             "with pyro-lvm evaluate, and its label efficiency with experiments/semi_supervised.py"
@@ -105,7 +132,13 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
     rows, curves, methods = [], {}, {}
     for guide in cfg.compare.guides:
         print(f"== training guide '{guide}' ({cfg.train.steps} steps)", flush=True)
-        usage = _train_subprocess(cfg, guide, out / guide)
+        try:
+            usage = _train_subprocess(cfg, guide, out / guide)
+        except Interrupted as stop:
+            finished = ", ".join(methods) or "none"
+            raise Interrupted(
+                f"{stop}; guides finished: {finished}; compare starts again when rerun", stop.signum
+            ) from None
         exp, _ = open_run(out / guide)
         history = json.loads((out / guide / "metrics.json").read_text())["history"]
         curves[guide] = history

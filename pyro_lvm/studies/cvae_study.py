@@ -20,7 +20,7 @@ from tabulate import tabulate
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.infer.train import CHECKPOINT
+from pyro_lvm.runs.files import CHECKPOINT
 from pyro_lvm.studies.report import evaluate_run, sample_run
 from pyro_lvm.studies.run import CONFIG, train_run
 

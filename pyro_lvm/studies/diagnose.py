@@ -16,8 +16,8 @@ from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, guide_khat, nuts_reference, prior_khat
 from pyro_lvm.evaluation.estimates import particle_bytes
-from pyro_lvm.infer.lock import read_lock
 from pyro_lvm.resources import require
+from pyro_lvm.runs.lock import read_lock
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies.run import open_run
 from pyro_lvm.studies.theory_plots import guide_vs_nuts
@@ -50,7 +50,7 @@ def _khat_row(name: str, khat: np.ndarray) -> dict:
 def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None = None) -> dict:
     if not run_dirs:
         raise PyroLVMError("give at least one run folder: pyro-lvm diagnose RUN_DIR [RUN_DIR ...]")
-    with contextlib.ExitStack() as locks:  # every run folder read, as evaluate does (infer/lock.py)
+    with contextlib.ExitStack() as locks:  # every run folder read, as evaluate does (runs/lock.py)
         for run_dir in run_dirs:
             locks.enter_context(read_lock(Path(run_dir)))
         return _diagnose(run_dirs, opts, out_dir)
@@ -60,7 +60,7 @@ def _diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | 
     rows = []
     for i, run_dir in enumerate(run_dirs):
         exp, run_dir = open_run(run_dir)
-        if getattr(exp.model, "label_latent", False):
+        if exp.recipe.name == "semi_supervised":
             raise PyroLVMError(
                 f"{str(run_dir)!r} holds the semi-supervised model m2, whose label is discrete: PSIS k-hat and NUTS "
                 "here diagnose the continuous z of a VAE or CVAE; use pyro-lvm evaluate for m2"

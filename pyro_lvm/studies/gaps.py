@@ -23,8 +23,8 @@ from pyro_lvm.evaluation.estimates import (
     mixture_log_px,
     particle_bytes,
 )
+from pyro_lvm.evaluation.local_inference import fit_local, fit_local_flow
 from pyro_lvm.guides import refine
-from pyro_lvm.infer.local_inference import fit_local, fit_local_flow
 from pyro_lvm.registry import GUIDES
 from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded

@@ -136,7 +136,7 @@ def frozen_decoder_experiment(cfg, lg: LinearGaussian):
     """An Experiment whose model is exactly ``lg`` (linear decoder, Gaussian likelihood with scale s), frozen, so
     that training moves the guide alone and the exact posterior stays known."""
     from pyro_lvm.errors import PyroLVMError
-    from pyro_lvm.infer.experiment import Experiment
+    from pyro_lvm.training.experiment import Experiment
 
     if cfg.model.hidden or cfg.likelihood.name != "gaussian" or cfg.likelihood.learn_scale:
         raise PyroLVMError(
@@ -169,8 +169,8 @@ def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list
 
     from pyro_lvm import config
     from pyro_lvm.data.datasets import linear_gaussian_truth
-    from pyro_lvm.evaluation.estimates import guide_distribution, validation_elbo
-    from pyro_lvm.infer.train import train
+    from pyro_lvm.evaluation.estimates import guide_distribution
+    from pyro_lvm.training.run import train
 
     lg = linear_gaussian_truth(cfg.data, getattr(torch, cfg.train.dtype))
     trained = {}
@@ -179,7 +179,7 @@ def elbo_identity_study(cfg, out_dir, num_points: int, num_samples: int) -> list
         raw["guide"]["name"] = name
         config.prune_foreign_options(raw)  # the encoder's options where the guide has none
         exp = frozen_decoder_experiment(config.from_dict(raw), lg)
-        train(exp, Path(out_dir) / name, validate=validation_elbo, overwrite=True)  # the study is re-run whole
+        train(exp, Path(out_dir) / name, validate=True, overwrite=True)  # the study is re-run whole
         x = exp.data.train.x[:num_points]  # the same rows for both: same data config
         idx = torch.arange(len(x), device=x.device)
         with torch.no_grad():

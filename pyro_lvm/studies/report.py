@@ -12,12 +12,12 @@ from tabulate import tabulate
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, active_units, evaluate_split, independent_baseline
-from pyro_lvm.infer.checkpoint import atomic_file
-from pyro_lvm.infer.distributed import Ranks
-from pyro_lvm.infer.lock import read_lock
+from pyro_lvm.runs.files import atomic_file
+from pyro_lvm.runs.lock import read_lock
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.run import open_run
+from pyro_lvm.training import strategies
 
 
 @scoped
@@ -26,7 +26,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
     with read_lock(Path(run_dir)):  # no train may replace the checkpoint or clear the folder meanwhile
         exp, run_dir = open_run(run_dir, overrides)
         out = evaluate_experiment(exp)
-        if Ranks().lead:  # a job of several ranks: rank 0 writes
+        if strategies.ranks().lead:  # a job of several ranks: rank 0 writes
             if "accuracy" in out:  # M2: its figures beside evaluation.json
                 from pyro_lvm.studies.label_report import m2_figures
 
@@ -41,7 +41,7 @@ def evaluate_experiment(exp) -> dict:
     """Test-set ELBO and IWAE log p̂(x) (K = eval.num_samples) with standard errors, the independent-pixel
     baseline on the same points, and active units. Per-datapoint guides have no q for unseen points, so they are
     evaluated on the training rows they hold (say so in the output)."""
-    if getattr(exp.model, "label_latent", False):  # M2: the label is summed out (studies/label_report.py)
+    if exp.recipe.name == "semi_supervised":  # M2: the label is summed out (studies/label_report.py)
         from pyro_lvm.studies.label_report import evaluate_m2
 
         return evaluate_m2(exp)
@@ -60,7 +60,7 @@ def evaluate_experiment(exp) -> dict:
         None if exp.amortized else len(exp.data.train),
         ev.seed,
         per_batch_streams=ev.per_batch_streams,
-        across_ranks=True,
+        ranks=strategies.ranks(),
     )
     n = result["log_px"].values.numel()
     points = split.head(n)

@@ -6,26 +6,15 @@ from pathlib import Path
 
 import torch
 
-from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean, validation_elbo
-from pyro_lvm.infer.distributed import Ranks
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import CONFIG, restore, train
+from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean
+from pyro_lvm.runs.identity import run_config
 from pyro_lvm.studies import plots
-
-
-def default_run_dir(cfg: Config, config_path: str | Path) -> Path:
-    return Path(cfg.train.out_dir) if cfg.train.out_dir else Path("runs") / Path(config_path).stem
-
-
-def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
-    """The config saved in ``run_dir``, with ``--set`` overrides applied."""
-    if not (run_dir / CONFIG).is_file():
-        raise PyroLVMError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the folder `train` wrote")
-    return config_mod.load(run_dir / CONFIG, overrides, saved=True)
+from pyro_lvm.training import strategies
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
+from pyro_lvm.training.state import RunState
 
 
 @scoped
@@ -33,7 +22,7 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[E
     """Rebuild the experiment saved in ``run_dir`` and load its checkpoint."""
     run_dir = Path(run_dir)
     exp = Experiment.from_config(run_config(run_dir, overrides))
-    restore(exp, run_dir)
+    RunState.restore(exp, run_dir)
     return exp, run_dir
 
 
@@ -44,8 +33,8 @@ def train_run(
     """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
     then write the figures."""
     exp = Experiment.from_config(cfg)
-    history = train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
-    if Ranks().lead:  # rank 0 writes for a job of several ranks
+    history = train(exp, run_dir, resume=resume, validate=True, overwrite=overwrite)
+    if strategies.ranks().lead:  # rank 0 writes for a job of several ranks
         write_figures(exp, run_dir, history)
     return exp, history
 
@@ -80,7 +69,7 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
         plots.image_grid(samples, shape, run_dir / "samples.png", title="decoder means of z ~ prior")
         written += [run_dir / "reconstructions.png", run_dir / "samples.png"]
         if exp.cfg.train.tensorboard:  # the same grids beside the scalars, at the last step
-            from pyro_lvm.infer import tensorboard
+            from pyro_lvm.training.callbacks import tensorboard
 
             step = history[-1]["step"] if history else 0
             with tensorboard.writer(run_dir) as tb:

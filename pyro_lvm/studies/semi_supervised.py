@@ -19,11 +19,11 @@ from tabulate import tabulate
 from pyro_lvm import config as config_mod
 from pyro_lvm.context import scoped
 from pyro_lvm.evaluation.labels import label_probs
-from pyro_lvm.infer.experiment import Experiment
-from pyro_lvm.infer.train import train
 from pyro_lvm.registry import NETWORKS
 from pyro_lvm.seeding import seeded
 from pyro_lvm.studies import plots
+from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.run import train
 
 METHODS = ("M2 + aux", "M2", "labels only")
 

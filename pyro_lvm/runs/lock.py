@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.runs.files import LOCK
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
-
-LOCK = ".lock"
 
 
 @contextmanager

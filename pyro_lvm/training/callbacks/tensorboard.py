@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.training.callbacks.base import Callback
 
 SCALARS = {  # metrics row key -> TensorBoard tag
     "train_elbo": "train/elbo",
@@ -63,6 +64,24 @@ class ScalarLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class TensorBoard(Callback):
+    """The rows' scalars in RUN/tb, written by the lead rank."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir, self.log = run_dir, None
+
+    def on_fit_start(self, fit) -> None:
+        out = self.run_dir if fit.strategy.is_lead else None
+        self.log = ScalarLog(out, fit.state.step, fit.state.elapsed, fit.state.resumed)
+
+    def on_row(self, fit, row: dict) -> None:
+        self.log.add(row)
+
+    def on_fit_end(self, fit) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 def add_image_grid(tb, tag: str, images: torch.Tensor, image_shape: tuple[int, ...], step: int, nrow: int = 10):

@@ -9,18 +9,16 @@ import subprocess
 import sys
 from typing import Any
 
-from pyro_lvm.infer.distributed import check
+from pyro_lvm.training.strategies.ddp import check, shards_rows
 
 
 def check_config(cfg: Any, ranks: int) -> None:
     """``check`` for a config, before any rank starts (the launcher's one-line refusals)."""
     from pyro_lvm.data import load_dataset
-    from pyro_lvm.registry import GUIDES
 
-    sharded = not getattr(GUIDES.get(cfg.guide.name), "amortized", True)
     num_train = len(load_dataset(cfg.data).train)
     t = cfg.train
-    check(t.batch_size, num_train, ranks, t.micro_batches, sharded, t.device)
+    check(t.batch_size, num_train, ranks, t.micro_batches, shards_rows(cfg.guide.name), t.device)
 
 
 _TORCHRUN_LOG = re.compile(r"^([WIEF]\d{4} \d\d:\d\d:\d\d|\[[WIEF] |\*+$|Setting OMP_NUM_THREADS)")
@@ -44,8 +42,17 @@ def launch(nproc: int, argv: list[str], run_dir: Any) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([*cmd, "-m", "pyro_lvm", *argv], stderr=subprocess.PIPE, env=env)
-    # a launcher told to stop passes it on: torchrun then stops its ranks instead of being orphaned with them
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    # a launcher told to stop passes it on as SIGTERM (torchrun has no SIGUSR1 handler): torchrun sends it to its
+    # ranks, which finish their step and checkpoint it together (training/callbacks/signals.py), instead of being
+    # orphaned; the launcher then ends as they did, with 128 + the signal's number
+    stopped: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        stopped.append(signum)
+        proc.terminate()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, forward)
     errors, report, pending, in_report = [], [], b"", False
     while chunk := os.read(proc.stderr.fileno(), 65536):
         *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)
@@ -62,6 +69,8 @@ def launch(nproc: int, argv: list[str], run_dir: Any) -> int:
     code = proc.wait()
     if code == 0:
         return 0
+    if stopped:  # the ranks said where they stopped (rank 0's line passed through above)
+        return 128 + stopped[0]
     own = [e for e in errors if "lost contact with another rank" not in e]
     if own:  # a rank's own one-line error (every rank refuses the same config: rank 0 says it)
         print(own[0], file=sys.stderr)

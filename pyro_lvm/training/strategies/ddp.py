@@ -6,7 +6,7 @@ parameters' gradients are *summed* over ranks by a DDP communication hook, so ev
 
     ∇ Σ_k w_k loss_k,    w_k = B_k / B (amortized: each chunk's plate scale is N / B_k, so the sum is N/B Σ_i ∇ℓ_i)
 
-which is the gradient of the single process that runs the same chunks one after another (``steps.ChunkedStep``
+which is the gradient of the single process that runs the same chunks one after another (``ChunkedStrategy``
 with the same ``micro_batches``). Per-datapoint tables are sharded: rank r owns a contiguous part of the training
 rows (N_r of them), draws every chunk from it with a plate of N_r rows (scale N_r / B_r: the stratified estimate of
 the whole-data loss) and keeps those rows, their gradients and their row-wise optimiser state to itself; DDP is
@@ -29,6 +29,7 @@ from torch import nn
 
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.training.strategies.devices import resolve_device
 
 
 class Ranks:
@@ -39,13 +40,6 @@ class Ranks:
         self.rank = dist.get_rank() if self.active else 0
         self.size = dist.get_world_size() if self.active else 1
         self.lead = self.rank == 0  # the rank that prints and writes
-
-    @classmethod
-    def single(cls) -> Ranks:
-        """One rank, whatever the job: for work that one rank does alone (rank 0's validation)."""
-        one = cls.__new__(cls)
-        one.active, one.rank, one.size, one.lead = False, 0, 1, True
-        return one
 
     def _device(self) -> torch.device:
         return (
@@ -115,9 +109,7 @@ def session(device: str) -> Iterator[Ranks]:
     if not launched() or (dist.is_available() and dist.is_initialized()):
         yield Ranks()
         return
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PyroLVMError(f"train.device = {device!r} but no CUDA device is available; use train.device = 'cpu'")
+    if resolve_device(device).type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "cuda" then means this rank's GPU
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     try:
@@ -126,11 +118,14 @@ def session(device: str) -> Iterator[Ranks]:
         dist.destroy_process_group()
 
 
-def check(batch_size: int, num_train: int, ranks: int, micro_batches: int, sharded: bool, device: str) -> None:
-    """The settings a job of ``ranks`` ranks cannot run with, each refused in one line."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PyroLVMError(f"train.device = {device!r} but no CUDA device is available; use train.device = 'cpu'")
-    chunks = micro_batches if micro_batches > 1 else ranks  # a new run of P ranks: P chunks (train.py records it)
+def check(
+    batch_size: int, num_train: int, ranks: int, micro_batches: int, sharded: bool, device: str | None = None
+) -> None:
+    """The settings a job of ``ranks`` ranks cannot run with, each refused in one line (``device``: before the
+    ranks start, the launcher's check)."""
+    if device is not None:
+        resolve_device(device)
+    chunks = micro_batches if micro_batches > 1 else ranks  # a new run of P ranks: P chunks (the run records it)
     if chunks % ranks:
         raise PyroLVMError(
             f"train.micro_batches = {micro_batches} (each step in {micro_batches} chunks; a resumed run keeps its "
@@ -165,8 +160,9 @@ def parts(num_rows: int, count: int) -> list[range]:
     return [range(int(b[0]), int(b[0]) + len(b)) if len(b) else range(0) for b in bounds]
 
 
-def shard(data: Dataset, ranks: Ranks) -> Dataset:
+def shard(data: Dataset, ranks: Ranks | None = None) -> Dataset:
     """This rank's part of the training rows (the per-datapoint guide is then built for those rows only)."""
+    ranks = ranks or Ranks()
     if ranks.size == 1:
         return data
     rows = parts(len(data.train), ranks.size)[ranks.rank]
@@ -178,6 +174,14 @@ def shard(data: Dataset, ranks: Ranks) -> Dataset:
         return Split(split.x[rows.start : rows.stop].clone(), split.y[rows.start : rows.stop].clone())
 
     return dataclasses.replace(data, train=cut(data.train), train_probs=cut(data.train_probs))
+
+
+def shards_rows(guide_name: str) -> bool:
+    """Whether the guide named ``guide_name`` keeps per-datapoint rows, which a job of several ranks shards (each
+    rank builds and keeps its part): the one place this is decided for a config."""
+    from pyro_lvm.registry import GUIDES
+
+    return not getattr(GUIDES.get(guide_name), "amortized", True)
 
 
 def table_names(module: nn.Module) -> list[str]:

@@ -11,45 +11,34 @@ from pyro.nn import PyroModule
 
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
+from pyro_lvm.config.checks import check_hidden_labels
 from pyro_lvm.context import adopt, scoped
 from pyro_lvm.data import Dataset, load_dataset
 from pyro_lvm.data.conditions import Condition
 from pyro_lvm.data.labelled import labelled_mask
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
-from pyro_lvm.infer.distributed import Ranks, shard
-from pyro_lvm.infer.elbos import build_elbo
-from pyro_lvm.infer.semi_supervised import SemiSupervisedObjective
 from pyro_lvm.models.vae import build_model
-from pyro_lvm.registry import ELBOS, GUIDES, OPTIMS
-from pyro_lvm.resources import mlp_parameters, require
+from pyro_lvm.registry import GUIDES, MODELS, OPTIMS, PRIORS
+from pyro_lvm.resources import no_cost, require
 from pyro_lvm.seeding import seeded
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PyroLVMError(f"train.device = {name!r} but no CUDA device is available; use train.device = 'cpu'")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise PyroLVMError(f"train.device = {name!r} is not a torch device; use 'cpu' or 'cuda'") from None
+from pyro_lvm.training.recipes import recipe_for
+from pyro_lvm.training.strategies.ddp import shard, shards_rows, table_names
+from pyro_lvm.training.strategies.devices import resolve_device
 
 
 def _check_memory(
     cfg: Config, num_features: int, cond_dim: int, num_data: int, dtype: torch.dtype, device: torch.device
 ) -> None:
-    """Parameters, gradients and two Adam moments of the MLPs and per-datapoint tables the config asks for, and a
-    training batch's activations, against the memory of the device they will live on, before anything is built."""
-    D, count = cfg.model.latent_dim, 0
-    if getattr(cfg.model, "net", None) == "mlp":
-        count += mlp_parameters([D + cond_dim, *cfg.model.hidden, num_features])
-    if getattr(cfg.guide, "net", None) == "mlp":
-        count += mlp_parameters([num_features + cond_dim, *cfg.guide.hidden, 2 * D])
-    if getattr(cfg.prior, "net", None) == "mlp":
-        count += mlp_parameters([cond_dim, *cfg.prior.hidden, 2 * D])
-    count += 2 * num_data * D if cfg.guide.name == "per_datapoint" else 0
-    count += getattr(cfg.prior, "num_components", 0) * (2 * D + 1 + num_features)
-    widths = num_features + D + sum(getattr(cfg.model, "hidden", [])) + sum(getattr(cfg.guide, "hidden", []))
+    """Parameters, gradients and two Adam moments of every component the config asks for (each says what it costs:
+    the ``memory`` its registration names, ``pyro_lvm.resources.Cost``), and a training batch's activations, against
+    the memory of the device they will live on, before anything is built."""
+    D = cfg.model.latent_dim
+    sizes = {"latent_dim": D, "num_features": num_features, "cond_dim": cond_dim, "num_data": num_data}
+    parts = ((MODELS, cfg.model), (GUIDES, cfg.guide), (PRIORS, cfg.prior))
+    costs = [registry.trait(opts.name, "memory", no_cost)(opts, **sizes) for registry, opts in parts]
+    count = sum(c.parameters for c in costs)
+    widths = num_features + D + sum(c.widths for c in costs)
     # forward values of one batch, kept for the backward pass (x4: pre- and post-activation, and their gradients)
     activations = min(cfg.train.batch_size, num_data) * cfg.elbo.num_particles * widths * 4
     size = torch.finfo(dtype).bits // 8
@@ -79,11 +68,8 @@ def with_labels(cfg: Config, data: Dataset) -> Dataset:
     if cfg.data.labelled is not None and data.labelled is None:
         seed = cfg.data.seed * 1_000_003 + cfg.data.label_seed  # as load_dataset draws it
         data.labelled = labelled_mask(data.train.y, cfg.data.labelled, data.num_classes, seed)
-    if data.labelled is not None and cfg.model.name != "m2":
-        raise PyroLVMError(
-            f"this dataset hides training labels (data.labelled), which model {cfg.model.name!r} would never see: "
-            "use model.name = 'm2' and guide.name = 'm2', or a dataset with every label"
-        )
+    if data.labelled is not None:
+        check_hidden_labels(cfg)
     return data
 
 
@@ -103,6 +89,8 @@ class Experiment:
     # False for ``from_objects``: ``cfg`` then describes the loop, not the model and guide, and is not saved as
     # a run folder's config (the CLI could not rebuild the objects from it)
     configured: bool = True
+    # per-datapoint rows that a job of several ranks shards (each rank holds its part): decided once, here
+    sharded: bool = False
 
     @classmethod
     @scoped
@@ -112,8 +100,9 @@ class Experiment:
         device = resolve_device(cfg.train.device)
         dtype = getattr(torch, cfg.train.dtype)
         data = with_labels(cfg, data or load_dataset(cfg.data)).to(device, dtype)
-        if not getattr(GUIDES.get(cfg.guide.name), "amortized", True):
-            data = shard(data, Ranks())  # several ranks: each builds and keeps the per-datapoint rows of its part
+        sharded = shards_rows(cfg.guide.name)
+        if sharded:
+            data = shard(data)  # several ranks: each builds and keeps the per-datapoint rows of its part
         condition = Condition.build(
             getattr(cfg.model, "condition", "none"),
             data.num_features,
@@ -138,7 +127,9 @@ class Experiment:
                 observed_mask=mask,
             ).to(device, dtype)
         _check_targets(model, data)
-        return cls._assemble(cfg, data, condition, model, guide, device)
+        exp = cls._assemble(cfg, data, condition, model, guide, device)
+        exp.sharded = sharded
+        return exp
 
     @classmethod
     @scoped
@@ -162,7 +153,7 @@ class Experiment:
         dtype = getattr(torch, cfg.train.dtype)
         model, guide = (adopt(m).to(device=device, dtype=dtype) for m in (model, guide))
         exp = cls._assemble(cfg, data, cond, model, guide, device)
-        exp.configured = False
+        exp.configured, exp.sharded = False, bool(table_names(guide))
         return exp
 
     @classmethod
@@ -174,15 +165,13 @@ class Experiment:
                     f"optim.{key} = {value:g} is beyond what {cfg.train.dtype} can hold ({top:.3g}); lower it"
                 )
         optim = OPTIMS.build(cfg.optim.name, modules=[model, guide], **cfg.optim.kwargs())
-        elbo = build_elbo(cfg.elbo)
-        if getattr(model, "label_latent", False):  # M2: labelled and unlabelled rows, each scaled to its own size
-            n_l = len(data.train) if data.labelled is None else int(data.labelled.sum())
-            # labelled rows have nothing to enumerate: trace_enum's labelled part is Trace_ELBO (the same loss)
-            labelled = cfg.elbo if cfg.elbo.name != "trace_enum" else ELBOS.schema("trace")(**cfg.elbo.kwargs())
-            elbo = SemiSupervisedObjective(
-                build_elbo(labelled), elbo, n_l, len(data.train) - n_l, getattr(model, "aux_weight", 0.0)
-            )
+        elbo = recipe_for(model).objective(cfg, data, model)  # the model kind's objective
         return cls(cfg, data, condition, model, guide, elbo, optim, device)
+
+    @property
+    def recipe(self):
+        """How this experiment's model kind trains and is evaluated (``pyro_lvm.training.recipes``)."""
+        return recipe_for(self.model)
 
     @property
     def amortized(self) -> bool:

@@ -4,15 +4,14 @@ so a crash never leaves a half-written checkpoint, and a failed write removes it
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.runs.files import atomic_file
 
 FORMAT = "pyro_lvm/1"
 REQUIRED = ("step", "model", "guide", "optim", "rng", "history")
@@ -39,22 +38,6 @@ def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
         if not bool(torch.isfinite(values).all()):
             return name
     return None
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A file to write in place of ``path``: a temporary file beside it, flushed, synced and renamed over ``path``
-    when the block ends, so a reader sees the old file or the new one, never half of one; on any failure the
-    temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
