@@ -25,8 +25,8 @@ from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.studies import compare as _compare
 from pyro_lvm.studies import report, run
-from pyro_lvm.training.experiment import Experiment
 from pyro_lvm.training.callbacks.base import Callback
+from pyro_lvm.training.experiment import Experiment
 from pyro_lvm.training.run import train as _train
 
 
