@@ -39,6 +39,36 @@ def test_the_experiment_check_uses_its_device(monkeypatch):
     experiment._check_memory(cfg, 64, 0, 100, torch.float32, torch.device("cpu"))  # the host holds it
 
 
+@pytest.mark.parametrize(
+    ("sections", "parameters", "widths"),
+    [
+        # decoder (2 + 0) -> 16 -> 64, encoder 64 -> 16 -> 4; widths 64 + 2 + 16 + 16
+        ({}, (3 * 16 + 17 * 64) + (65 * 16 + 17 * 4), 64 + 2 + 32),
+        # a table of 100 rows (loc, scale of 2 dims) in place of the encoder; a mixture of 3 components
+        (
+            {"guide": {"name": "per_datapoint"}, "prior": {"name": "mog", "num_components": 3}},
+            (3 * 16 + 17 * 64) + 2 * 100 * 2 + 3 * (2 * 2 + 1 + 64),
+            64 + 2 + 16,
+        ),
+        # a label prior network 10 -> 8 -> 4 (its activations are not counted); the decoder sees (z, c)
+        (
+            {"model": {"name": "cvae", "condition": "label"}, "prior": {"name": "conditional", "hidden": [8]}},
+            (13 * 16 + 17 * 64) + (75 * 16 + 17 * 4) + (11 * 8 + 9 * 4),
+            64 + 2 + 32,
+        ),
+    ],
+)
+def test_the_estimate_sums_what_each_component_says_it_costs(monkeypatch, sections, parameters, widths):
+    """(4 x parameters + activations) x bytes, activations = batch x particles x widths x 4; each component's part
+    comes from the ``memory`` function its registration names."""
+    asked = []
+    monkeypatch.setattr(experiment, "require", lambda num_bytes, *_: asked.append(num_bytes))
+    cfg = tiny_config(**sections)
+    cond_dim = 10 if "model" in sections else 0
+    experiment._check_memory(cfg, 64, cond_dim, 100, torch.float64, torch.device("cpu"))
+    assert asked == [(4 * parameters + 32 * 1 * widths * 4) * 8]
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     cfg = tiny_config(train={"steps": 2, "checkpoint_every": 2})
