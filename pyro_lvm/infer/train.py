@@ -21,6 +21,7 @@ import torch
 
 from pyro_lvm import config, progress
 from pyro_lvm.context import scope
+from pyro_lvm.data.batches import note_batch_clamp
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.infer import checkpoint, tensorboard
 from pyro_lvm.infer import steps as steps_mod
@@ -202,6 +203,8 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
     train_split = exp.data.training_rows
     stepper = steps_mod.build(exp)  # plain, or in chunks (micro-batches, ranks)
     n, ranks, batches = stepper.num_data, stepper.ranks, stepper.batches
+    if ranks.lead:  # one notice for a job of several ranks; n counts every rank's rows
+        note_batch_clamp(cfg.batch_size, n)
     out = run_dir if ranks.lead else None  # what this rank writes to
     eval_every = cfg.eval_every or batches.steps_per_epoch
     step, history, summary = 0, [], {}
