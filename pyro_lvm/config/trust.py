@@ -7,7 +7,8 @@ a checkpoint, which loading with ``weights_only=True`` already refuses. Every wa
 
 A module that a run's saved config names is imported when
 
-1. the user named it for this call: ``--plugin MODULE`` on the command line, ``allow=[...]`` in Python;
+1. the user named it for this call: ``--plugin MODULE`` on the command line (the CLI imports those first), in
+   Python ``allow=[...]`` here or ``plugins=[...]`` of ``config.load``;
 2. it is imported already (in ``sys.modules``): importing it again runs nothing;
 3. Python would load it from a folder that is none of: the current folder, the run folder (or a folder inside it),
    the folder that holds the run folder. So an installed package, the standard library or a folder of the user's
