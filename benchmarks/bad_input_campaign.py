@@ -3,13 +3,15 @@
 in its own folder of a temporary directory), and is scored against its expected outcome:
 
 - refused: exit status 2 and exactly one stderr line, ``error: ...`` (with the expected words, where given);
+- noted: exit status 0 and exactly one ``note: ...`` line with the expected words (a value changed or assumed);
 - runs: exit status 0.
 
 A traceback (or the last-resort ``error: unexpected ...`` line of a bug) is a traceback; exit 0 where a refusal
-was expected is a silent acceptance; anything else (a refusal of a valid input, two lines, a failed post-condition,
-a timeout) is other. Prints one table per category and the cases that missed.
+was expected, or without a note where one was expected, is a silent acceptance; anything else (a refusal of a valid
+input, two lines, a failed post-condition, a timeout) is other. Prints one table per category and the cases that
+missed.
 
-    python benchmarks/bad_input_campaign.py [--only CATEGORY] [--keep DIR]
+    python benchmarks/bad_input_campaign.py [--only CATEGORY] [--name TEXT ...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bad_input_corpus import BASE_RUN, CATEGORIES, Case, toml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
-COLUMNS = ["refused", "runs", "traceback", "silent", "other"]
+COLUMNS = ["refused", "noted", "runs", "traceback", "silent", "other"]
 
 
 def env() -> dict[str, str]:
@@ -80,7 +82,16 @@ def score(case: Case, done: subprocess.CompletedProcess | None, problem: str | N
     if done.returncode == 0:
         if case.expect == "refuse":
             return "silent", detail or "exit 0"
-        return ("other", f"{problem}; {detail}") if problem else ("runs", "")
+        if problem:
+            return "other", f"{problem}; {detail}"
+        if case.expect == "note":
+            notes = [line for line in lines if line.startswith("note: ")]
+            if not notes:
+                return "silent", detail or "exit 0 without a note"
+            if len(notes) != 1 or case.contains.lower() not in notes[0].lower():
+                return "other", f"expected one note {case.contains!r}; {detail}"
+            return "noted", ""
+        return "runs", ""
     one_line = done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
     if case.expect == "refuse" and one_line and case.contains.lower() in lines[0].lower() and not problem:
         return "refused", ""
@@ -113,6 +124,7 @@ def run_case(case: Case, folder: Path, base_run: Path) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=CATEGORIES, help="run one category")
+    parser.add_argument("--name", action="append", help="run the cases whose name holds TEXT (repeatable)")
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder)")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pyro-lvm-campaign-"))
@@ -126,13 +138,15 @@ def main() -> None:
         if made.returncode != 0:
             sys.exit(f"the base run failed: {made.stderr}")
     corpus = [c for c in all_cases() if args.only in (None, c.category)]
+    if args.name:
+        corpus = [c for c in corpus if any(text in c.name for text in args.name)]
     results: dict[str, Counter] = {cat: Counter() for cat in CATEGORIES}
     misses = []
     for i, case in enumerate(corpus):
         began = time.time()
         column, detail = run_case(case, root / f"{i:03d}", base / BASE_RUN)
         results[case.category][column] += 1
-        mark = "" if column in ("refused", "runs") else f"  <-- {column}: {detail}"
+        mark = "" if column in ("refused", "noted", "runs") else f"  <-- {column}: {detail}"
         took = time.time() - began
         print(f"[{i + 1:3d}/{len(corpus)}] {took:5.1f} s  {case.category:12s} {case.name}{mark}", flush=True)
         if mark:
@@ -142,7 +156,10 @@ def main() -> None:
     for c in results.values():
         total.update(c)
     rows.append(["all", sum(total.values()), *(total[k] for k in COLUMNS)])
-    headers = ["category", "cases", "one-line refusals", "runs as expected", "tracebacks", "silent acceptances"]
+    headers = [
+        "category", "cases", "one-line refusals", "one-line notices", "runs as expected", "tracebacks",
+        "silent acceptances",
+    ]  # fmt: skip
     print()
     print(tabulate(rows, headers=[*headers, "other"], tablefmt="github"))
     print(f"\n{len(corpus)} cases in {time.time() - start:.0f} s")

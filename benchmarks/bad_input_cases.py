@@ -26,8 +26,10 @@ def _config() -> list[Case]:
         Case(c, "a UTF-16 config", ["train", "u.toml"], setup=writes({"u.toml": toml({}).encode("utf-16")})),
         Case(c, "TOML syntax error", ["train", "s.toml"], setup=writes({"s.toml": "[train\nsteps = 2\n"})),
         Case(c, "a duplicate key", ["train", "d.toml"], setup=writes({"d.toml": "[train]\nsteps = 2\nsteps = 3\n"})),
-        Case(c, "an empty config (defaults)", ["train", "e.toml", "--set", "train.steps=2", "--set",
-             "train.progress=false"], "run", setup=writes({"e.toml": ""})),  # fmt: skip
+        Case(c, "an empty config file (zero bytes)", ["train", "e.toml"], contains="is empty",
+             setup=writes({"e.toml": ""})),
+        Case(c, "a config of comments and blank lines", ["train", "e.toml", "--set", "train.steps=2"],
+             contains="is empty", setup=writes({"e.toml": "# my settings\n\n   \n# to do\n"})),
         Case(c, "the config is a folder", ["train", "."], contains="not found"),
         Case(c, "a missing config", ["train", "nope.toml"], contains="not found"),
         Case(c, "a config path under a file", ["train", "c.toml/x.toml"], contains="not found"),
@@ -83,6 +85,15 @@ def _config() -> list[Case]:
         "num_particles = 0": {"elbo.num_particles": "0"},
         "a mixture prior with 0 components": {"prior.name": '"mog"', "prior.num_components": "0"},
     }
+    one_class = {"data.name": '"linear_gaussian"', "data.binarize": '"none"', "likelihood.name": '"gaussian"',
+                 "model.name": '"cvae"', "model.condition": '"label"'}  # fmt: skip
+    out += [
+        config_case(c, "a label CVAE on one class (linear_gaussian)", one_class, contains="at least 2 classes"),
+        config_case(c, "a gaussian likelihood on statically binarized data", {"likelihood.name": '"gaussian"'},
+                    contains="data.binarize = 'static'"),
+        config_case(c, "a gaussian likelihood on dynamically binarized data", {"likelihood.name": '"gaussian"',
+                    "data.binarize": '"dynamic"'}, contains="data.binarize = 'dynamic'"),
+    ]  # fmt: skip
     out += [config_case(c, name, changes) for name, changes in refused.items()]
     out += [
         config_case(c, "train.seed = 2**32 - 1", {"train.seed": "4294967295"}, "run"),
@@ -108,7 +119,10 @@ def _sizes() -> list[Case]:
         config_case(s, "two 60,000-wide layers (57 GB)", {"model.hidden": "[60000, 60000]"}, contains="needs about"),
         config_case(s, "10**9 mixture components", {"prior.name": '"mog"', "prior.num_components": "1000000000"}),
         config_case(s, "10**8 particles", {"elbo.num_particles": "100000000"}),
-        config_case(s, "batch_size = 10**9 (clamped to the data)", {"train.batch_size": "1000000000"}, "run"),
+        config_case(s, "batch_size = 10**9 (every row: a note)", {"train.batch_size": "1000000000"}, "note",
+                    contains="train.batch_size = 1000000000 is more than the 100 training rows"),
+        config_case(s, "batch_size = 100000 on the whole digits (a note)", {"train.batch_size": "100000",
+                    "data.max_train": None}, "note", contains="train.batch_size = 100000 is more than the"),
         config_case(s, "max_train = 10**9 (all rows)", {"data.max_train": "1000000000"}, "run"),
         config_case(s, "micro_batches = 10**6", {"train.micro_batches": "1000000"}),
         config_case(s, "10**18 steps with max_seconds = 1", {"train.steps": "1000000000000000000",
@@ -235,7 +249,7 @@ REPEATS = {
     "a duplicate key", "the config is a folder", "hidden as a string", "train.steps = -1", "checkpoint_every = 0",
     "eval_every = 0", "kl_warmup_steps = -1", "an unknown model", "an unknown likelihood", "an unknown ELBO",
     "an unknown optimiser", "device cuda:7", "eval.chunk_size = -1", "test_fraction = 0", "num_particles = 0",
-    "--set train..steps=3", "--set train.steps='20'", "an empty config (defaults)", "data.seed = 2**63 - 1",
+    "--set train..steps=3", "--set train.steps='20'", "data.seed = 2**63 - 1",
     "an empty .gz", "an IDX header longer than its data", "an array of strings", "a 1-D array", "an empty checkpoint",
     "a checkpoint that is a folder", "evaluate ''", "resume ''", "evaluate with more samples",
     "resume with another lr", "evaluate with metrics.json garbage", "max_seconds = 0", "latent_dim = 2.5",

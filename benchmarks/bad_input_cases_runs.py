@@ -112,6 +112,48 @@ def _run_folders() -> list[Case]:
         run("diagnose (one short NUTS chain)", ["diagnose", "run", "--nuts-points", "1", "--nuts-chains", "1",
             "--nuts-samples", "20", "--nuts-warmup", "20", "--num-samples", "50"], "run"),
     ]  # fmt: skip
+    out += _plugin_cases(run)
+    return out
+
+
+PLUGIN = "helper_mod"
+
+
+def _plant(folder: Path) -> None:
+    """The run's config names a plugin module that sits in the folder the command runs in (as a run folder unpacked
+    with a module beside it would) and writes MARKER when imported."""
+    saved = folder / "run/config.toml"
+    saved.write_text(saved.read_text().replace("plugins = []", f'plugins = ["{PLUGIN}"]'))
+    (folder / f"{PLUGIN}.py").write_text("open('MARKER', 'w').write('imported')\n")
+
+
+def _imported(expected: bool):
+    def check(folder: Path) -> str | None:
+        if (folder / "MARKER").exists() == expected:
+            return None
+        return (
+            "the plugin beside the run was imported unasked" if not expected else "the allowed plugin was not imported"
+        )
+
+    return check
+
+
+def _plugin_cases(run) -> list[Case]:
+    """Opening a run folder runs none of its plugin code unasked (pyro_lvm/config/trust.py)."""
+    refused = {
+        "evaluate": ["evaluate", "run"],
+        "sample": ["sample", "run"],
+        "diagnose": ["diagnose", "run", "--nuts-points", "0"],
+        "resume": ["train", "--resume", "run", "--set", "train.steps=4"],
+    }
+    out = [run(f"a plugin beside the run ({name})", argv, contains=f"--plugin {PLUGIN} (or --trust-plugins",
+               setup=_plant, check=_imported(False)) for name, argv in refused.items()]  # fmt: skip
+    out += [
+        run("a plugin beside the run, --plugin given (evaluate)", ["evaluate", "run", "--plugin", PLUGIN], "run",
+            setup=_plant, check=_imported(True)),
+        run("a plugin beside the run, --trust-plugins (sample)", ["sample", "run", "--trust-plugins"], "run",
+            setup=_plant, check=_imported(True)),
+    ]  # fmt: skip
     return out
 
 
@@ -194,9 +236,12 @@ def _nan() -> list[Case]:
         config_case(n, "optim.lr = nan", {"optim.lr": "nan"}),
         config_case(n, "optim.lr = -1", {"optim.lr": "-1.0"}),
         config_case(n, "optim.clip_norm = 0", {"optim.clip_norm": "0.0"}),
-        config_case(n, "gaussian scale = 0", {"likelihood.name": '"gaussian"', "likelihood.scale": "0.0"}),
-        config_case(n, "gaussian scale = 1e-300", {"likelihood.name": '"gaussian"', "likelihood.scale": "1e-300"}),
-        config_case(n, "gaussian scale = inf", {"likelihood.name": '"gaussian"', "likelihood.scale": "inf"}),
+        config_case(n, "gaussian scale = 0", {"likelihood.name": '"gaussian"', "likelihood.scale": "0.0",
+                    "data.binarize": '"none"'}),
+        config_case(n, "gaussian scale = 1e-300", {"likelihood.name": '"gaussian"', "likelihood.scale": "1e-300",
+                    "data.binarize": '"none"'}),
+        config_case(n, "gaussian scale = inf", {"likelihood.name": '"gaussian"', "likelihood.scale": "inf",
+                    "data.binarize": '"none"'}),
         arrays_case("NaN in the data", npy(np.full((60, 8), np.nan, dtype=np.float32)), contains="NaN", category=n),
         arrays_case("inf in the data", npy(np.full((60, 8), np.inf, dtype=np.float32)), category=n),
         Case(n, "a NaN parameter in the checkpoint (evaluate)", ["evaluate", "run"], contains="non-finite",

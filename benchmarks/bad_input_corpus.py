@@ -1,5 +1,6 @@
 """The cases of ``bad_input_campaign.py``: bad inputs and faults a user can reach from the CLI, each with a category
-and its expected outcome ("refuse": exit 2 and one ``error:`` line; "run": exit 0). Every case runs in a folder of
+and its expected outcome ("refuse": exit 2 and one ``error:`` line; "run": exit 0; "note": exit 0 and one ``note:``
+line naming what was changed or assumed). Every case runs in a folder of
 its own that holds ``c.toml`` (a tiny valid config: ``toml({})``) and, for ``with_run`` cases, ``run/``, a copy of a
 trained run folder of that config."""
 
@@ -29,8 +30,8 @@ class Case:
     category: str
     name: str
     argv: list[str]
-    expect: str = "refuse"  # or "run"
-    contains: str = ""  # words the error line must hold
+    expect: str = "refuse"  # or "run", or "note"
+    contains: str = ""  # words the error (or note) line must hold
     with_run: bool = False  # copy the trained run folder to ./run first
     setup: Callable[[Path], None] | None = None  # writes what the case needs into its folder
     check: Callable[[Path], str | None] | None = None  # a post-condition: a problem, or None

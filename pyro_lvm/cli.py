@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> None:
                 f"--resume continues {str(run_dir)!r} with the config saved there; drop {args.config!r} "
                 "(change what may change with --set, e.g. train.steps)"
             )
-        cfg = run_config(run_dir, args.set)  # overrides may extend steps
+        cfg = run_config(run_dir, args.set, args.trust_plugins)  # overrides may extend steps
     else:
         if args.config is None:
             raise PyroLVMError("give a config file (pyro-lvm train CONFIG) or --resume RUN_DIR")
@@ -76,11 +76,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         overrides.append(f"eval.num_samples={args.num_samples}")
     if args.num_points:
         overrides.append(f"eval.num_points={args.num_points}")
-    device = run_config(Path(args.run_dir), overrides).train.device
+    device = run_config(Path(args.run_dir), overrides, args.trust_plugins).train.device
     if args.nproc > 1 and not distributed.launched():
         sys.exit(launch.launch(args.nproc, _argv_without_nproc(), args.run_dir))
     with distributed.session(device) as ranks:
-        result = evaluate_run(args.run_dir, overrides)
+        result = evaluate_run(args.run_dir, overrides, args.trust_plugins)
     if not ranks.lead:
         return
     print_evaluation(result)
@@ -90,7 +90,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from pyro_lvm.studies.report import sample_run
 
-    path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions)
+    path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions, args.trust_plugins)
     print(f"wrote {path}")
 
 
@@ -110,6 +110,7 @@ def _diagnose(args: argparse.Namespace) -> None:
         nuts_chains=args.nuts_chains,
         nuts_samples=args.nuts_samples,
         nuts_warmup=args.nuts_warmup,
+        trust_plugins=args.trust_plugins,
     )
     print_diagnosis(diagnose(args.run_dirs, opts, args.out))
 
@@ -168,10 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE",
         help="import MODULE (from the current folder or PYTHONPATH) so that the components it registers can be "
-        "named; train records it in the run's config (repeatable)",
+        "named; train records it in the run's config; opening a run imports the plugins its config names only "
+        "when given here, installed elsewhere, or with --trust-plugins (repeatable)",
+    )
+    # Opening a run (evaluate, sample, diagnose, train --resume) imports the plugin modules its config names only as
+    # pyro_lvm/config/trust.py allows: a run folder from someone else could name a module sitting beside it.
+    opening = _Parser(add_help=False)
+    opening.add_argument(
+        "--trust-plugins",
+        action="store_true",
+        help="import every plugin module the run's saved config names, even one in the current folder or beside "
+        "the run folder (that runs its code: only for runs you trust)",
     )
 
-    p = sub.add_parser("train", parents=[common], help="train a model/guide pair from a TOML config")
+    p = sub.add_parser("train", parents=[common, opening], help="train a model/guide pair from a TOML config")
     p.add_argument("config", nargs="?", help="TOML config (see experiments/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -184,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", parents=[common], help="test ELBO and importance-sampled log-likelihood")
+    p = sub.add_parser("evaluate", parents=[common, opening], help="test ELBO and importance-sampled log-likelihood")
     p.add_argument("run_dir")
     p.add_argument("--num-samples", type=_count(10**8), help="K importance samples per datapoint (eval.num_samples)")
     p.add_argument("--num-points", type=_count(10**9), help="evaluate the first n test points (eval.num_points)")
@@ -196,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compare)
 
     p = sub.add_parser(
-        "diagnose", parents=[common], help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)"
+        "diagnose", parents=[common, opening], help="PSIS k-hat per guide, NUTS reference posteriors with R-hat (ArviZ)"
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; NUTS uses the first one's decoder")
     p.add_argument("--num-points", type=_count(10**6), default=20, help="training rows for PSIS k-hat")
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sample",
-        parents=[common],
+        parents=[common, opening],
         help="PNG grid of prior samples (label CVAE: of one class; quadrant CVAE: completions)",
     )
     p.add_argument("run_dir")

@@ -48,10 +48,11 @@ def orthogonal_linear_gaussian(latent_dim=2, obs_dim=5, s=0.5, seed=0) -> Linear
     return LinearGaussian(W, b, s)
 
 
-def dataset_from(x: torch.Tensor) -> Dataset:
+def dataset_from(x: torch.Tensor, num_classes: int = 1) -> Dataset:
+    """Every row of ``x`` in class 0 (of ``num_classes``), as the train, validation and test split."""
     y = torch.zeros(len(x), dtype=torch.long)
     split = Split(x, y)
-    return Dataset("linear_gaussian", split, split, split, None, 1, False)
+    return Dataset("linear_gaussian", split, split, split, None, num_classes, False)
 
 
 def linear_gaussian_experiment(guide_name: str, n: int, **sections):

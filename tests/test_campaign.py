@@ -21,7 +21,8 @@ def test_the_corpus_is_well_formed():
     names = [(c.category, c.name) for c in cases]
     assert len(names) == len(set(names)), "case names repeat within a category"
     for c in cases:
-        assert c.expect in ("refuse", "run"), c
+        assert c.expect in ("refuse", "run", "note"), c
+        assert c.expect != "note" or c.contains, c  # a note is scored by its words
         assert c.argv == [str(a) for a in c.argv] and c.name.strip(), c
     assert sum(c.expect == "run" for c in cases) >= 20  # valid neighbours, so refusing everything would show
 
@@ -41,9 +42,25 @@ def test_scoring():
     assert campaign.score(run, _done(0, ""), None)[0] == "runs"
     assert campaign.score(run, _done(0, ""), "checkpoint at step 2")[0] == "other"
     assert campaign.score(run, None, None)[0] == "other"  # timed out
+    note = Case("sizes", "n", [], "note", "batch_size = 9 is more")
+    assert campaign.score(note, _done(0, "note: train.batch_size = 9 is more than 5 rows\n"), None)[0] == "noted"
+    assert campaign.score(note, _done(0, ""), None)[0] == "silent"  # the value was changed without a word
+    assert campaign.score(note, _done(0, "note: something else\n"), None)[0] == "other"
+    assert campaign.score(note, _done(0, "note: batch_size = 9 is more\n" * 2), None)[0] == "other"
+    assert campaign.score(note, _done(2, "error: x\n"), None)[0] == "other"
 
 
-@pytest.mark.parametrize("name", ["(no arguments)", "--version", "a binary file as the config", "hidden = [0]"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "(no arguments)",
+        "--version",
+        "a binary file as the config",
+        "hidden = [0]",
+        "an empty config file (zero bytes)",
+        "a gaussian likelihood on statically binarized data",
+    ],
+)
 def test_cheap_cases_run_as_the_campaign_runs_them(tmp_path, name):
     case = next(c for c in all_cases() if c.name == name)
     (tmp_path / "base-run").mkdir()  # these cases never read the run folder the campaign copies in

@@ -61,7 +61,7 @@ def test_bad_files_and_overrides(tmp_path):
     (tmp_path / "bad.toml").write_text("[train\nsteps = ")
     with pytest.raises(PyroLVMError, match="not valid TOML"):
         config.load(tmp_path / "bad.toml")
-    (tmp_path / "ok.toml").write_text("")
+    (tmp_path / "ok.toml").write_text("[train]\n")
     with pytest.raises(PyroLVMError, match="section.key=value"):
         config.load(tmp_path / "ok.toml", ["train.steps"])
     with pytest.raises(PyroLVMError, match="must name section.key"):
@@ -84,7 +84,7 @@ def test_component_options_are_checked_across_sections():
 
 
 def test_an_option_given_with_set_is_never_dropped(tmp_path):
-    (tmp_path / "c.toml").write_text("")
+    (tmp_path / "c.toml").write_text("[train]\n")
     with pytest.raises(PyroLVMError, match="--set guide.refine_steps was given, but guide 'per_datapoint'"):
         config.load(
             tmp_path / "c.toml", ["guide.name=semi_amortized", "guide.refine_steps=3", "guide.name=per_datapoint"]

@@ -17,7 +17,8 @@ from pyro_lvm.training.experiment import Experiment
 
 def conditional_linear_gaussian(n=40):
     """A CVAE whose linear decoder f(z, c) = W z + v c + b and Gaussian likelihood make p(x | c) exact:
-    with c = 1 (the one-hot of the single class), p(x | c) = N(b + v, W Wᵀ + s² I)."""
+    with c = (1, 0) (every row in class 0 of two; the second column of the decoder is zero),
+    p(x | c) = N(b + v, W Wᵀ + s² I)."""
     lg = orthogonal_linear_gaussian()
     v = torch.linspace(-1, 1, lg.W.shape[0], dtype=torch.float64)
     x = lg.sample(n, seed=5) + v
@@ -27,9 +28,9 @@ def conditional_linear_gaussian(n=40):
         likelihood={"name": "gaussian", "scale": lg.s},
         train={"dtype": "float64"},
     )
-    exp = Experiment.from_config(cfg, dataset_from(x))
+    exp = Experiment.from_config(cfg, dataset_from(x, num_classes=2))
     with torch.no_grad():
-        exp.model.decoder[0].weight.copy_(torch.cat([lg.W, v[:, None]], dim=1))
+        exp.model.decoder[0].weight.copy_(torch.cat([lg.W, v[:, None], torch.zeros_like(v)[:, None]], dim=1))
         exp.model.decoder[0].bias.copy_(lg.b)
     exact = LinearGaussian(lg.W, lg.b + v, lg.s)
     return exact, x, exp

@@ -63,7 +63,7 @@ def test_the_documented_components_run_as_plugins(tmp_path):
     for args in (
         ["train", "experiments/digits_vae.toml", "--plugin", "my_lvm", "--set=prior.name=laplace"]
         + ["--set=guide.name=shared_scale", "--set=train.out_dir=runs/mine", *small],
-        ["evaluate", "runs/mine"],
+        ["evaluate", "runs/mine", "--plugin", "my_lvm"],  # my_lvm.py sits in the current folder: named to trust it
         ["compare", "experiments/digits_compare.toml", "--plugin", "my_lvm", *small]
         + ["--set=compare.guides=['shared_scale', 'per_datapoint']", "--set=compare.guide_options={}"],
     ):

@@ -128,19 +128,21 @@ def test_plugin_components_train_resume_evaluate_and_sample(tmp_path):
     assert done.returncode == 0, done.stderr
     saved = (tmp_path / "runs" / "c" / "config.toml").read_text()
     assert 'plugins = [\n    "my_lvm",\n]' in saved or 'plugins = ["my_lvm"]' in saved
-    resumed = _cli(["train", "--resume", "runs/c", "--set", "train.steps=30"], tmp_path)
+    # reopening the run imports my_lvm.py from the current folder only when asked (pyro_lvm/config/trust.py)
+    assert _cli(["train", "--resume", "runs/c", "--set", "train.steps=30"], tmp_path).returncode == 2
+    resumed = _cli(["train", "--resume", "runs/c", "--set", "train.steps=30", "--plugin", "my_lvm"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "runs/c/metrics.json").read_text())["history"][-1]["step"] == 30
-    evaluated = _cli(["evaluate", "runs/c"], tmp_path)
+    evaluated = _cli(["evaluate", "runs/c", "--trust-plugins"], tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads((tmp_path / "runs/c/evaluation.json").read_text())
     assert result["num_points"] == 30 and result["log_px"]["mean"] >= result["elbo"]["mean"]
-    assert _cli(["sample", "runs/c", "--num", "4"], tmp_path).returncode == 0
+    assert _cli(["sample", "runs/c", "--num", "4", "--plugin", "my_lvm"], tmp_path).returncode == 0
     # --plugin instead of the config key; the run's saved config records it for later commands
     (tmp_path / "d.toml").write_text(CONFIG.replace("STEPS", "10").replace('plugins = ["my_lvm"]', ""))
     assert _cli(["train", "d.toml"], tmp_path).returncode == 2
     assert _cli(["train", "d.toml", "--plugin", "my_lvm"], tmp_path).returncode == 0
-    assert _cli(["evaluate", "runs/d"], tmp_path).returncode == 0
+    assert _cli(["evaluate", "runs/d", "--plugin", "my_lvm"], tmp_path).returncode == 0
 
 
 def test_plugin_errors_are_one_line(tmp_path):
@@ -155,7 +157,7 @@ def test_plugin_errors_are_one_line(tmp_path):
     twice = _cli(["train", "c.toml"], tmp_path)
     assert twice.returncode == 2 and twice.stderr.count("\n") == 1
     assert "prior 'standard_normal' is registered twice" in twice.stderr
-    (tmp_path / "c.toml").write_text("")
+    (tmp_path / "c.toml").write_text("[train]\n")
     unknown = _cli(["train", "c.toml", "--set", "guide.refine_steps=5"], tmp_path)
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert "guide 'amortized' has the options hidden, net" in unknown.stderr

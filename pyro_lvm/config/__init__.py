@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
 from pyro_lvm.config.checks import check_combinations
 from pyro_lvm.config.messages import format_error
 from pyro_lvm.config.sections import BaselineConfig, CompareConfig, EvalConfig, TrainConfig, _Section
+from pyro_lvm.config.trust import import_run_plugins
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.registry import SECTIONS, Options, load_plugins
 
@@ -201,13 +202,25 @@ def prune_foreign_options(raw: dict[str, Any]) -> None:
 
 
 def load(
-    path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None, saved: bool = False
+    path: str | Path,
+    overrides: list[str] | None = None,
+    plugins: list[str] | None = None,
+    saved: bool = False,
+    trust_plugins: bool = False,
 ) -> Config:
     """Read a TOML config, add ``plugins`` (``--plugin``), apply ``--set`` overrides, validate. ``saved``: the
-    file is a run folder's resolved config (see ``prune_foreign_options``)."""
+    file is a run folder's resolved config (see ``prune_foreign_options``), whose own plugins are imported only as
+    ``trust.import_run_plugins`` allows (``plugins`` given here, or ``trust_plugins``)."""
     raw = read_toml(path)
+    if not raw and not saved:
+        # Refused, not noted: a zero-byte (or comments-only) file is an accident (a failed copy, an unsaved editor
+        # buffer), and training on every default would look like a real run of it.
+        raise PyroLVMError(
+            f"config file {str(path)!r} is empty (no table or key); to train on every default, say so with one "
+            "table, e.g. [train], or copy a config from experiments/"
+        )
     if saved:
-        load_plugins(raw.get("plugins", []))
+        import_run_plugins(raw.get("plugins", []), Path(path).parent, allow=plugins or (), trust=trust_plugins)
         prune_foreign_options(raw)
     if plugins:  # imported by apply_overrides, before any --set names their components
         raw["plugins"] = [*raw.get("plugins", []), *(p for p in plugins if p not in raw.get("plugins", []))]

@@ -82,6 +82,20 @@ def check_combinations(cfg) -> None:
             "model.condition = 'quadrants' and prior.name = 'conditional'"
         )
     _check_semi_supervised(cfg)
+    _check_likelihood_data(cfg)
+
+
+def _check_likelihood_data(cfg) -> None:
+    """A Gaussian likelihood on binarized data is refused, not noted: a density on {0, 1} pixels is no probability
+    of the images (its log p(x) is not comparable with a Bernoulli's), and with ``learn_scale`` it grows without
+    bound as the decoder's means reach 0 and 1. Either the data were meant grey or the likelihood binary."""
+    binarize = getattr(cfg.data, "binarize", "none")
+    if cfg.likelihood.name == "gaussian" and binarize != "none":
+        raise PyroLVMError(
+            f"likelihood.name = 'gaussian' on data.binarize = {binarize!r}: a Gaussian density of 0/1 pixels is not "
+            "a probability of the images; use likelihood.name = 'bernoulli' for binary data, or data.binarize = "
+            "'none' to model the grey values"
+        )
 
 
 def _semi_supervised(model_name: str) -> bool:

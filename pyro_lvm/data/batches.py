@@ -4,6 +4,7 @@ resume mid-epoch exactly without storing sampler state."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -15,6 +16,20 @@ class Batch(NamedTuple):
     idx: torch.Tensor  # (B,) rows of the split: per-datapoint guides index their local parameters with it
     x: torch.Tensor  # (B, P)
     y: torch.Tensor  # (B,)
+
+
+def note_batch_clamp(batch_size: int, num_rows: int, key: str = "train.batch_size") -> None:
+    """Never a silent clamp: a batch larger than the rows it is drawn from takes all of them, and says so.
+
+    A notice, not a refusal: "the whole split every step" is a legitimate wish (full-batch gradients), and the
+    exact row count depends on data.max_train, data.val_fraction and the dataset, so a user cannot be asked to
+    type it; but the step then differs from what the value reads as, so it is named once, where training starts."""
+    if batch_size > num_rows:
+        warnings.warn(
+            f"{key} = {batch_size} is more than the {num_rows} training rows: each step uses all {num_rows} "
+            f"(full-batch gradients, one step per epoch); set {key} <= {num_rows} to choose the batch",
+            stacklevel=2,
+        )
 
 
 class Batches:

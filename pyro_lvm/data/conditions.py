@@ -33,6 +33,13 @@ class Condition:
             if image_shape is None:
                 raise PyroLVMError("model.condition = 'quadrants' needs an image dataset")
             return cls(kind, num_features, num_classes, quadrant_mask(image_shape, observed))
+        if kind == "label" and num_classes < 2:
+            # Refused, not noted: c would be one constant one-hot for every row (the VAE with a fixed extra input),
+            # and the label CVAE's own checks (per-class generation, KL between class priors) have no two classes.
+            raise PyroLVMError(
+                f"model.condition = 'label' needs a dataset with at least 2 classes; this one has {num_classes}, so "
+                "c would be the same for every row: use model.condition = 'none', or a dataset with labels"
+            )
         return cls(kind, num_features, num_classes, partial=partial)
 
     @property

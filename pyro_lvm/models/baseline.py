@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pyro_lvm.data import Batches
-from pyro_lvm.data.batches import in_order
+from pyro_lvm.data.batches import in_order, note_batch_clamp
 from pyro_lvm.data.datasets import Split
 from pyro_lvm.nn.nets import mlp
 from pyro_lvm.progress import bar as progress_bar
@@ -70,6 +70,7 @@ def fit_baseline(
     mean log p(x | c) is measured every epoch and the best epoch's weights are kept (early stopping): the
     yardstick is as strong as the budget allows. Draws from its own seeded RNG stream, so the CVAE's training
     stream is untouched. Returns the train (last epoch's running mean) and validation figures and the step kept."""
+    note_batch_clamp(batch_size, len(train), "baseline.batch_size")
     batches = Batches(train, batch_size, seed, dynamic_binarize)
     baseline.requires_grad_(True)
     opt = torch.optim.Adam(baseline.parameters(), lr=lr)

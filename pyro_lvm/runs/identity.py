@@ -39,8 +39,9 @@ def default_run_dir(cfg: Config, config_path: str | Path) -> Path:
     return Path(cfg.train.out_dir) if cfg.train.out_dir else Path("runs") / Path(config_path).stem
 
 
-def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
-    """The config saved in ``run_dir``, with ``--set`` overrides applied."""
+def run_config(run_dir: Path, overrides: list[str] | None = None, trust_plugins: bool = False) -> Config:
+    """The config saved in ``run_dir``, with ``--set`` overrides applied. Its plugin modules are imported only
+    where ``config.trust.import_run_plugins`` allows (``trust_plugins``: all of them)."""
     if not (run_dir / CONFIG).is_file():
         raise PyroLVMError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the folder `train` wrote")
-    return config_mod.load(run_dir / CONFIG, overrides, saved=True)
+    return config_mod.load(run_dir / CONFIG, overrides, saved=True, trust_plugins=trust_plugins)

@@ -39,7 +39,8 @@ QUADRANT_VARIANTS = {
 
 def train_or_reuse(cfg: Config, run_dir: Path) -> None:
     """Train ``cfg`` into ``run_dir``: resume (or keep) a run whose saved config is ``cfg``, else start afresh."""
-    same = (run_dir / CONFIG).is_file() and config_mod.load(run_dir / CONFIG, saved=True) == cfg
+    saved = run_dir / CONFIG  # its plugins are imported only where they are the study's own (config/trust.py)
+    same = saved.is_file() and config_mod.load(saved, saved=True, plugins=cfg.plugins) == cfg
     resume = same and (run_dir / CHECKPOINT).is_file()
     train_run(cfg, run_dir, resume, overwrite=not resume)  # a run of another config: start again
 

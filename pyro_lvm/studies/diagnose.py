@@ -34,6 +34,7 @@ class DiagnoseOptions:
     nuts_samples: int = 1000
     nuts_warmup: int = 500
     seed: int = 0
+    trust_plugins: bool = False  # import every plugin module the runs' configs name (config/trust.py)
 
 
 def _khat_row(name: str, khat: np.ndarray) -> dict:
@@ -59,7 +60,7 @@ def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | N
 def _diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None) -> dict:
     rows = []
     for i, run_dir in enumerate(run_dirs):
-        exp, run_dir = open_run(run_dir)
+        exp, run_dir = open_run(run_dir, trust_plugins=opts.trust_plugins)
         if exp.recipe.name == "semi_supervised":
             raise PyroLVMError(
                 f"{str(run_dir)!r} holds the semi-supervised model m2, whose label is discrete: PSIS k-hat and NUTS "

@@ -21,10 +21,11 @@ from pyro_lvm.training import strategies
 
 
 @scoped
-def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json."""
+def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None, trust_plugins: bool = False) -> dict:
+    """``evaluate_experiment`` on the run saved in ``run_dir``, written to its evaluation.json (``trust_plugins``:
+    import every plugin module its config names, see ``config.trust``)."""
     with read_lock(Path(run_dir)):  # no train may replace the checkpoint or clear the folder meanwhile
-        exp, run_dir = open_run(run_dir, overrides)
+        exp, run_dir = open_run(run_dir, overrides, trust_plugins)
         out = evaluate_experiment(exp)
         if strategies.ranks().lead:  # a job of several ranks: rank 0 writes
             if "accuracy" in out:  # M2: its figures beside evaluation.json
@@ -141,16 +142,17 @@ def sample_run(
     overrides: list[str] | None = None,
     rows: int = 8,
     completions: int = 6,
+    trust_plugins: bool = False,
 ) -> Path:
     """A PNG grid of decoder means under the prior; for label CVAEs, p(z | c = condition); for quadrant CVAEs, a
     completion grid of the first ``rows`` test images (observed part, truth, NN baseline, ``completions``
-    draws of z ~ p(z | c))."""
+    draws of z ~ p(z | c)). ``trust_plugins``: as for ``evaluate_run``."""
     with read_lock(Path(run_dir)):
-        return _sample_run(run_dir, condition, num, overrides, rows, completions)
+        return _sample_run(run_dir, condition, num, overrides, rows, completions, trust_plugins)
 
 
-def _sample_run(run_dir, condition, num, overrides, rows, completions) -> Path:
-    exp, run_dir = open_run(run_dir, overrides)
+def _sample_run(run_dir, condition, num, overrides, rows, completions, trust_plugins) -> Path:
+    exp, run_dir = open_run(run_dir, overrides, trust_plugins)
     c, name = _sample_condition(exp, condition, num)
     if exp.condition.kind == "quadrants":
         return _completion_grid(exp, run_dir, rows, completions)

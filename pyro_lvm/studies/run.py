@@ -18,10 +18,12 @@ from pyro_lvm.training.state import RunState
 
 
 @scoped
-def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Experiment, Path]:
-    """Rebuild the experiment saved in ``run_dir`` and load its checkpoint."""
+def open_run(
+    run_dir: str | Path, overrides: list[str] | None = None, trust_plugins: bool = False
+) -> tuple[Experiment, Path]:
+    """Rebuild the experiment saved in ``run_dir`` and load its checkpoint (plugins: see ``run_config``)."""
     run_dir = Path(run_dir)
-    exp = Experiment.from_config(run_config(run_dir, overrides))
+    exp = Experiment.from_config(run_config(run_dir, overrides, trust_plugins))
     RunState.restore(exp, run_dir)
     return exp, run_dir
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pyro_lvm import config
 from pyro_lvm.context import scope
+from pyro_lvm.data.batches import note_batch_clamp
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.runs.files import check_new_run_folder
 from pyro_lvm.runs.lock import clear, run_lock
@@ -63,6 +64,8 @@ def _train(exp: Any, run_dir: Path | None, resume: bool, validate: Validate, ext
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategies.build(exp)  # before a restore: a rank of a sharded run loads its own rows
+    if strategy.is_lead:  # one notice for a job of several ranks; num_data counts every rank's rows
+        note_batch_clamp(cfg.batch_size, strategy.num_data)
     if resume:
         state = RunState.restore(exp, run_dir, resuming=True, local=strategy.restorable)
     else:
