@@ -22,7 +22,8 @@ from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.runs.files import CHECKPOINT
 from pyro_lvm.studies.report import evaluate_run, sample_run
-from pyro_lvm.studies.run import CONFIG, train_run
+from pyro_lvm.runs.files import CONFIG
+from pyro_lvm.studies.run import train_run
 
 LABEL_VARIANTS = {
     "standard_normal": ["prior.name=standard_normal"],
