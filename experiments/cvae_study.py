@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pyro_lvm.context import scope
-from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.errors import Interrupted, PyroLVMError
 from pyro_lvm.studies.cvae_study import LABEL_VARIANTS, QUADRANT_VARIANTS, label_study, quadrant_study
 
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             quadrant_study(args.config, args.set, out, args.quadrants, variants)
         else:
             label_study(args.config, args.set, out, variants)
+    except Interrupted as stop:  # a signal: the run in progress checkpointed its step
+        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+        return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

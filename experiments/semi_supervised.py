@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pyro_lvm import config
-from pyro_lvm.errors import PyroLVMError
+from pyro_lvm.errors import Interrupted, PyroLVMError
 from pyro_lvm.studies.semi_supervised import label_study, print_label_study
 
 HERE = Path(__file__).parent
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path("runs") / f"label_study_{args.dataset}"
         t0 = time.perf_counter()
         result = label_study(cfg, args.counts or counts, args.draws, cfg.model.aux_weight, baseline_steps, out)
+    except Interrupted as stop:  # a signal: the run in progress checkpointed its step
+        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+        return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -239,7 +239,7 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
     print(f"note: {message}", file=sys.stderr)
 
 
-class _Terminated(Exception):  # noqa: N818 - SIGTERM as an exception, like KeyboardInterrupt for SIGINT
+class _Terminated(BaseException):  # noqa: N818 - SIGTERM like KeyboardInterrupt: no `except Exception` takes it
     pass
 
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     # A console script's sys.path starts at its bin folder; plugins are looked up where the user runs the command.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None  # None: set outside Python
     try:
         with scope(), warnings.catch_warnings():
             warnings.showwarning = _one_line
@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {summary} (a bug; {where})", file=sys.stderr)
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if _main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0
 
 

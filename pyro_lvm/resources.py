@@ -61,8 +61,3 @@ def network_cost(net: str, sizes: list[int]) -> Cost:
     """A network of layer ``sizes`` (input, hidden..., output): its parameters if it is the built-in MLP (another
     network's are not known before it is built), and its hidden widths."""
     return Cost(mlp_parameters(sizes) if net == "mlp" else 0, sum(sizes[1:-1]))
-
-
-def no_cost(*_: object, **__: object) -> Cost:
-    """A component that says nothing of its memory (a user's, by default)."""
-    return Cost()

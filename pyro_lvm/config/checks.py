@@ -103,15 +103,21 @@ def _semi_supervised(model_name: str) -> bool:
     return MODELS.trait(model_name, "recipe", "plain") == "semi_supervised"
 
 
-def check_hidden_labels(cfg) -> None:
-    """Hidden training labels (``data.labelled``, or a dataset handed over with a mask) only for a model that
+def check_hidden_labels(cfg, handed_over: bool = False) -> None:
+    """Hidden training labels (``data.labelled``, or a dataset ``handed_over`` with a mask) only for a model that
     learns from them."""
     model = cfg.model.name
-    if not _semi_supervised(model):
+    if _semi_supervised(model):
+        return
+    if handed_over:
         raise PyroLVMError(
-            f"data.labelled hides training labels, which only the semi-supervised model can learn from; model "
-            f"{model!r} would never see them: use model.name = 'm2' and guide.name = 'm2', or drop data.labelled"
+            f"this dataset hides training labels (data.labelled), which model {model!r} would never see: "
+            "use model.name = 'm2' and guide.name = 'm2', or a dataset with every label"
         )
+    raise PyroLVMError(
+        f"data.labelled hides training labels, which only the semi-supervised model can learn from; model "
+        f"{model!r} would never see them: use model.name = 'm2' and guide.name = 'm2', or drop data.labelled"
+    )
 
 
 def _check_semi_supervised(cfg) -> None:
@@ -122,9 +128,8 @@ def _check_semi_supervised(cfg) -> None:
         check_hidden_labels(cfg)
     if semi != bool(GUIDES.trait(guide, "infers_labels", False)):
         raise PyroLVMError(
-            f"model {model!r} and guide {guide!r} do not fit: the semi-supervised model 'm2' infers the label with "
-            "guide 'm2' (a classifier q(y|x) and an encoder q(z|x,y)), and guide 'm2' fits only that model: "
-            "set both to 'm2', or neither"
+            "model 'm2' infers the label with guide 'm2' (a classifier q(y|x) and an encoder q(z|x,y)), and guide "
+            f"'m2' fits only that model; got model.name = {model!r}, guide.name = {guide!r}: set both to 'm2'"
         )
     if elbo == "trace_enum" and not semi:
         raise PyroLVMError(

@@ -216,9 +216,10 @@ def mean_elbo(
     return result["elbo"].mean
 
 
-def validation_elbo(exp) -> float:
-    """The training loop's validation curve: ``mean_elbo`` of ``exp``'s model and guide on its validation split
-    (the plain recipe's; the semi-supervised one sums the label out: ``labels.label_validation_elbo``)."""
+def plain_validation_elbo(exp) -> float:
+    """``mean_elbo`` of ``exp``'s model and guide on its validation split: the validation curve of the plain recipe
+    (``pyro_lvm.training.recipes``; the semi-supervised one sums the label out, ``labels.label_validation_elbo``).
+    ``train(..., validate=True)`` picks the estimator of the experiment's model kind."""
     return mean_elbo(exp.model, exp.guide, exp.data.val, exp.condition)
 
 

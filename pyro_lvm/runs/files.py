@@ -19,13 +19,13 @@ LOCK = ".lock"
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: Path, mode: str = "w", newline: str | None = None) -> Iterator[IO]:
     """A file to write in place of ``path``: a temporary file beside it, flushed, synced and renamed over ``path``
     when the block ends, so a reader sees the old file or the new one, never half of one; on any failure the
     temporary file is removed and ``path`` is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, newline=newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -40,7 +40,7 @@ def write_metrics(run_dir: Path, history: list[dict], summary: dict) -> None:
         f.write(json.dumps({"history": history, **summary}, indent=2))
     if history:
         keys = sorted({k for row in history for k in row})
-        with atomic_file(run_dir / "metrics.csv") as f:
+        with atomic_file(run_dir / "metrics.csv", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)

@@ -26,6 +26,7 @@ from pyro_lvm.context import scoped
 from pyro_lvm.errors import Interrupted, PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q
 from pyro_lvm.registry import MODELS
+from pyro_lvm.runs.files import CHECKPOINT
 from pyro_lvm.studies import plots
 from pyro_lvm.studies.compare_report import print_comparison
 from pyro_lvm.studies.gaps import check_memory, chunks, fit_qstar, gap_decomposition, guide_rows, normal, rows
@@ -57,7 +58,7 @@ def _forwarding_signals(proc: subprocess.Popen):
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def _train_subprocess(cfg: Config, guide: str, run_dir: Path) -> dict:
@@ -72,6 +73,8 @@ def _train_subprocess(cfg: Config, guide: str, run_dir: Path) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code - 128 in SIGNALS:  # the run stopped at the end of a step with a checkpoint (training/callbacks/signals.py)
         name = signal.Signals(code - 128).name
+        if not (run_dir / CHECKPOINT).exists():  # stopped before its first step (data, baseline): nothing to keep
+            raise Interrupted(f"stopped by {name} while preparing the {guide} guide's run (nothing saved)", code - 128)
         raise Interrupted(
             f"stopped by {name} while training the {guide} guide (its run folder {str(run_dir)!r} holds a checkpoint at the step it stopped)",
             code - 128,

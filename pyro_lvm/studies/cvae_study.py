@@ -20,9 +20,8 @@ from tabulate import tabulate
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.runs.files import CHECKPOINT
+from pyro_lvm.runs.files import CHECKPOINT, CONFIG
 from pyro_lvm.studies.report import evaluate_run, sample_run
-from pyro_lvm.runs.files import CONFIG
 from pyro_lvm.studies.run import train_run
 
 LABEL_VARIANTS = {

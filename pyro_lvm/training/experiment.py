@@ -20,11 +20,27 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
 from pyro_lvm.models.vae import build_model
 from pyro_lvm.registry import GUIDES, MODELS, OPTIMS, PRIORS
-from pyro_lvm.resources import no_cost, require
+from pyro_lvm.resources import Cost, network_cost, require
 from pyro_lvm.seeding import seeded
 from pyro_lvm.training.recipes import recipe_for
 from pyro_lvm.training.strategies.ddp import shard, shards_rows, table_names
 from pyro_lvm.training.strategies.devices import resolve_device
+
+
+# A component that names no cost (a user's) is estimated from the options it shares with the built-ins, if any.
+def _decoder(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
+    return network_cost(getattr(opts, "net", None), [latent_dim + cond_dim, *getattr(opts, "hidden", []), num_features])
+
+
+def _encoder(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
+    return network_cost(
+        getattr(opts, "net", None), [num_features + cond_dim, *getattr(opts, "hidden", []), 2 * latent_dim]
+    )
+
+
+def _prior(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
+    net = network_cost(getattr(opts, "net", None), [cond_dim, *getattr(opts, "hidden", []), 2 * latent_dim])
+    return Cost(net.parameters + getattr(opts, "num_components", 0) * (2 * latent_dim + 1 + num_features))
 
 
 def _check_memory(
@@ -35,8 +51,8 @@ def _check_memory(
     the memory of the device they will live on, before anything is built."""
     D = cfg.model.latent_dim
     sizes = {"latent_dim": D, "num_features": num_features, "cond_dim": cond_dim, "num_data": num_data}
-    parts = ((MODELS, cfg.model), (GUIDES, cfg.guide), (PRIORS, cfg.prior))
-    costs = [registry.trait(opts.name, "memory", no_cost)(opts, **sizes) for registry, opts in parts]
+    parts = ((MODELS, cfg.model, _decoder), (GUIDES, cfg.guide, _encoder), (PRIORS, cfg.prior, _prior))
+    costs = [registry.trait(opts.name, "memory", guess)(opts, **sizes) for registry, opts, guess in parts]
     count = sum(c.parameters for c in costs)
     widths = num_features + D + sum(c.widths for c in costs)
     # forward values of one batch, kept for the backward pass (x4: pre- and post-activation, and their gradients)
@@ -69,7 +85,7 @@ def with_labels(cfg: Config, data: Dataset) -> Dataset:
         seed = cfg.data.seed * 1_000_003 + cfg.data.label_seed  # as load_dataset draws it
         data.labelled = labelled_mask(data.train.y, cfg.data.labelled, data.num_classes, seed)
     if data.labelled is not None:
-        check_hidden_labels(cfg)
+        check_hidden_labels(cfg, handed_over=True)
     return data
 
 

@@ -40,6 +40,7 @@ class Fit:
     beta: float = 1.0
     elapsed: float = 0.0  # seconds of training, this run's and those before a resume
     stop: bool = False  # set by a callback (a time budget, a signal): the loop ends after this step, as at its last
+    # (one rank's request is agreed by all ranks once per step, by the loop)
     finished: bool = False  # the loop reached its last step (or a stop) without an error
 
 
@@ -69,6 +70,7 @@ def fit(exp: Any, strategy: Strategy, callbacks: Sequence[Callback], state: RunS
             run.elapsed = time.perf_counter() - t0
             for cb in callbacks:
                 cb.on_step_end(run)
+            run.stop = strategy.any(run.stop)  # a stop one rank asks for is every rank's, at this step
             done = state.step == cfg.steps or run.stop
             if state.step % eval_every == 0 or done:
                 row = {
@@ -90,6 +92,18 @@ def fit(exp: Any, strategy: Strategy, callbacks: Sequence[Callback], state: RunS
                 break
         run.finished = True
     finally:
-        for cb in callbacks:
-            cb.on_fit_end(run)
+        _end(callbacks, run)
     return state.history
+
+
+def _end(callbacks: Sequence[Callback], run: Fit) -> None:
+    """Every callback's ``on_fit_end``, even when one raises (each may hold something to close or put back); the
+    first error is raised once all have run."""
+    first: BaseException | None = None
+    for cb in callbacks:
+        try:
+            cb.on_fit_end(run)
+        except BaseException as err:  # noqa: BLE001 - re-raised below, after the others have closed
+            first = first or err
+    if first is not None:
+        raise first

@@ -18,7 +18,7 @@ from typing import Any
 from pyro_lvm.data import Batches
 from pyro_lvm.data.labelled import training_batches
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluation.estimates import validation_elbo
+from pyro_lvm.evaluation.estimates import plain_validation_elbo
 from pyro_lvm.infer.elbos import build_elbo
 from pyro_lvm.registry import ELBOS
 
@@ -41,7 +41,7 @@ class Recipe:
     def validation(self, exp: Any) -> Callable[[Any], float] | None:
         """The validation curve's estimator (an amortized guide's: a table of training rows has no q for
         validation points), or None."""
-        return validation_elbo if exp.amortized else None
+        return plain_validation_elbo if exp.amortized else None
 
     def callbacks(self, exp: Any) -> list:
         """The model kind's own callbacks (run before the loop's others)."""

@@ -17,7 +17,7 @@ class Callback:
         """After the step's backward pass, before the optimiser's update (``value``: the step's loss)."""
 
     def on_step_end(self, fit: Any) -> None:
-        """After the update; may set ``fit.stop``."""
+        """After the update; may set ``fit.stop`` (the loop then agrees it over the ranks: no collective here)."""
 
     def on_row(self, fit: Any, row: dict) -> None:
         """A metrics row is made (it joins the history after every callback has seen it; they may add keys)."""

@@ -35,15 +35,16 @@ class StopOnSignal(Callback):
             self.previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
 
     def on_step_end(self, fit) -> None:
-        if fit.strategy.any(self.received is not None):  # every rank at the same step
-            fit.stop = True
-            self.received = self.received or signal.SIGTERM  # a peer's signal: this rank stops with it
+        if self.received is not None:
+            fit.stop = True  # the loop agrees it over the ranks: every rank stops at this step
 
     def on_fit_end(self, fit) -> None:
         for s, handler in self.previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         self.previous = {}
         if self.received is None or not fit.finished:  # an error on the way out is the error to report
+            return
+        if fit.state.step == fit.exp.cfg.train.steps:  # it arrived in the last step: the run is complete
             return
         name = signal.Signals(self.received).name
         step = fit.state.step

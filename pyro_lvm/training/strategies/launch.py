@@ -51,8 +51,29 @@ def launch(nproc: int, argv: list[str], run_dir: Any) -> int:
         stopped.append(signum)
         proc.terminate()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(signum, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        errors, report = _relay(proc)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    code = proc.wait()
+    if code == 0:
+        return 0
+    own = [e for e in errors if "lost contact with another rank" not in e]
+    if stopped and not own:  # the ranks said where they stopped (rank 0's line passed through above)
+        return 128 + stopped[0]
+    if own:  # a rank's own one-line error (every rank refuses the same config: rank 0 says it)
+        print(own[0], file=sys.stderr)
+        return 2
+    failed = _failure("".join(report))
+    who = f"rank {failed[0]} failed ({failed[1]})" if failed else f"torchrun failed (exit code {code})"
+    print(f"error: {who}; the job was stopped; the last checkpoint in {str(run_dir)!r} is intact", file=sys.stderr)
+    return 2
+
+
+def _relay(proc: subprocess.Popen) -> tuple[list[str], list[str]]:
+    """Pass the ranks' stderr through; keep their ``error:`` lines and torchrun's own log and report apart."""
     errors, report, pending, in_report = [], [], b"", False
     while chunk := os.read(proc.stderr.fileno(), 65536):
         *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)
@@ -66,16 +87,4 @@ def launch(nproc: int, argv: list[str], run_dir: Any) -> int:
             else:
                 sys.stderr.write(line)
                 sys.stderr.flush()
-    code = proc.wait()
-    if code == 0:
-        return 0
-    if stopped:  # the ranks said where they stopped (rank 0's line passed through above)
-        return 128 + stopped[0]
-    own = [e for e in errors if "lost contact with another rank" not in e]
-    if own:  # a rank's own one-line error (every rank refuses the same config: rank 0 says it)
-        print(own[0], file=sys.stderr)
-        return 2
-    failed = _failure("".join(report))
-    who = f"rank {failed[0]} failed ({failed[1]})" if failed else f"torchrun failed (exit code {code})"
-    print(f"error: {who}; the job was stopped; the last checkpoint in {str(run_dir)!r} is intact", file=sys.stderr)
-    return 2
+    return errors, report
