@@ -49,6 +49,8 @@ _PUBLIC = {
     "register_elbo": "pyro_lvm.registry",
     "register_optimiser": "pyro_lvm.registry",
     "scope": "pyro_lvm.context",
+    "row_adam": "pyro_lvm.infer.optim",
+    "LazyAdam": "pyro_lvm.infer.optim",
     "PyroLVMError": "pyro_lvm.errors",
 }
 
