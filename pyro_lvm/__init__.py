@@ -36,6 +36,7 @@ _PUBLIC = {
     "Split": "pyro_lvm.data",
     "from_tensors": "pyro_lvm.data",
     "train": "pyro_lvm.api",
+    "load": "pyro_lvm.api",
     "evaluate": "pyro_lvm.api",
     "compare": "pyro_lvm.api",
     "sample": "pyro_lvm.api",

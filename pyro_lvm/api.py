@@ -28,6 +28,7 @@ from pyro_lvm.evaluation.estimates import validation_elbo
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.train import train as _train
 from pyro_lvm.studies import compare as _compare
+from pyro_lvm.studies import load as _load
 from pyro_lvm.studies import report, run
 
 
@@ -115,6 +116,16 @@ def sample(
     return analysis.prior_draws(exp, num, c, return_, exp.cfg.eval.seed)
 
 
+def load(
+    run_dir: str | Path, *, checkpoint: str = "last", device: str | None = None, overrides: list[str] | None = None
+) -> Experiment:
+    """The experiment of a run folder with its checkpoint's parameters, read-only: no file is written, the folder's
+    lock (where a train created one) is held shared while reading, and torch's random state and Pyro's settings are
+    left as they were. Its ``history``, ``step`` and ``run_dir`` say what the run recorded. A relative data file
+    saved in the config is looked up from here, then above the run folder. ``device``: e.g. "cpu" for a GPU run."""
+    return _load.load_run(run_dir, checkpoint=checkpoint, device=device, overrides=overrides)
+
+
 @scoped
 def compare(config_path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None) -> dict:
     """``pyro-lvm compare``: train every guide of ``compare.guides`` on the config, evaluate them on the same
@@ -122,4 +133,4 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
     return _compare.compare(config_path, overrides, plugins)
 
 
-__all__ = ["compare", "config_from_dict", "evaluate", "load_config", "sample", "train", "with_overrides"]
+__all__ = ["compare", "config_from_dict", "evaluate", "load", "load_config", "sample", "train", "with_overrides"]

@@ -1,0 +1,77 @@
+"""pyro_lvm.load: a run folder opened read-only reproduces the run's evaluation, writes nothing, leaves the caller's
+random state alone, and finds a relative data file from another working directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from helpers import tiny_config
+
+import pyro_lvm
+from pyro_lvm.studies.report import evaluate_run
+
+
+def folder_digest(path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny per-datapoint run on a relative .npz (trained from the folder above the run), evaluated."""
+    root = tmp_path_factory.mktemp("project")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        x = (np.random.default_rng(0).random((120, 16)) > 0.5).astype(np.float32)
+        np.savez("points.npz", x=x, y=np.zeros(120, dtype=np.int64))
+        with pyro_lvm.scope():
+            cfg = tiny_config(
+                data={"name": "arrays", "path": "points.npz", "binarize": "none", "max_train": None},
+                guide={"name": "per_datapoint"},
+                train={"steps": 6},
+                eval={"num_samples": 7, "num_points": 20},
+            )
+            pyro_lvm.train(pyro_lvm.Experiment.from_config(cfg), "runs/tiny", figures=False)
+            evaluate_run("runs/tiny")
+    finally:
+        os.chdir(cwd)
+    return root / "runs" / "tiny"
+
+
+def test_load_reproduces_the_evaluation_writes_nothing_and_keeps_the_rng(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # elsewhere: the saved "points.npz" is found above the run folder
+    before = folder_digest(trained_run)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    settings = dict(pyro.settings.get())
+    exp = pyro_lvm.load(trained_run)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert dict(pyro.settings.get()) == settings
+    assert folder_digest(trained_run) == before
+    assert exp.step == 6 and exp.history[-1]["step"] == 6
+    assert pyro_lvm.evaluate(exp) == json.loads((trained_run / "evaluation.json").read_text())
+
+
+def test_a_missing_data_file_is_one_line_naming_the_key(trained_run, tmp_path):
+    moved = tmp_path / "elsewhere" / "tiny"
+    moved.mkdir(parents=True)
+    for p in trained_run.iterdir():
+        (moved / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(pyro_lvm.PyroLVMError, match=r"^data\.path = 'points\.npz'") as err:
+        pyro_lvm.load(moved)
+    assert "\n" not in str(err.value)
+
+
+def test_only_the_last_checkpoint_is_kept(trained_run):
+    with pytest.raises(pyro_lvm.PyroLVMError, match="'last'"):
+        pyro_lvm.load(trained_run, checkpoint="best")
