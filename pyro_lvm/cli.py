@@ -1,4 +1,4 @@
-"""``pyro-lvm train | evaluate | compare | diagnose | sample`` — thin: parse arguments, call the library, print tables.
+"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode`` — thin: parse arguments, call the library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
 """
@@ -83,10 +83,20 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.export import sample_file
     from pyro_lvm.studies.report import sample_run
 
-    path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions)
+    if args.out:
+        sample_file(args.run_dir, args.num, args.out, args.what, args.condition, args.set)
+    path = args.out or sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions)
     print(f"wrote {path}")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.export import encode_run
+
+    n = encode_run(args.run_dir, args.split, args.out, args.num_points, args.set)
+    print(f"wrote {args.out} ({n} rows of {args.split})")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -215,7 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=_count(10_000), default=100, help="number of samples (at most 10,000)")
     p.add_argument("--rows", type=_count(1000), default=8, help="quadrant CVAE: test images in the completion grid")
     p.add_argument("--completions", type=_count(100), default=6, help="quadrant CVAE: completions drawn per image")
+    p.add_argument("--out", help="write the draws to OUT (.npz or .csv) instead of a PNG")
+    p.add_argument("--what", choices=["mean", "draws", "latents"], default="mean", help="with --out: what to draw")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser("encode", parents=[common], help="latent means and scales of a split, to .npz or .csv")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--out", required=True, help="output file, .npz or .csv")
+    p.add_argument("--num-points", type=_count(10**9), help="encode the first n rows of the split")
+    p.set_defaults(func=_encode)
     return parser
 
 

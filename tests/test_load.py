@@ -75,3 +75,29 @@ def test_a_missing_data_file_is_one_line_naming_the_key(trained_run, tmp_path):
 def test_only_the_last_checkpoint_is_kept(trained_run):
     with pytest.raises(pyro_lvm.PyroLVMError, match="'last'"):
         pyro_lvm.load(trained_run, checkpoint="best")
+
+
+def test_cli_encode_writes_the_table_rows_and_nothing_in_the_run(trained_run, tmp_path):
+    from pyro_lvm.cli import main
+
+    before = folder_digest(trained_run)
+    assert main(["encode", str(trained_run), "--split", "train", "--out", str(tmp_path / "z.npz")]) == 0
+    assert main(["encode", str(trained_run), "--split", "train", "--out", str(tmp_path / "z.csv")]) == 0
+    assert folder_digest(trained_run) == before
+    exp = pyro_lvm.load(trained_run)
+    saved = np.load(tmp_path / "z.npz")
+    assert np.array_equal(saved["mean"], exp.guide.loc.weight.detach().numpy())
+    assert np.array_equal(saved["index"], np.arange(len(exp.data.train)))
+    header, *rows = (tmp_path / "z.csv").read_text().splitlines()
+    assert header == "index,label,mean_0,mean_1,scale_0,scale_1" and len(rows) == len(exp.data.train)
+    assert np.allclose([float(v) for v in rows[3].split(",")[2:4]], saved["mean"][3], rtol=1e-6)
+
+
+def test_cli_sample_out_writes_the_draws_of_pyro_lvm_sample(trained_run, tmp_path):
+    from pyro_lvm.cli import main
+
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(trained_run), "--num", "9", "--what", "latents", "--out", str(out)]) == 0
+    expected = pyro_lvm.sample(pyro_lvm.load(trained_run), 9, return_="latents")
+    assert np.array_equal(np.load(out)["samples"], expected.numpy())
+    assert main(["encode", str(trained_run), "--out", str(tmp_path / "z.txt")]) == 2
