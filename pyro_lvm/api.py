@@ -60,6 +60,7 @@ def train(
     scale); returns the history rows (``train_elbo``, ``val_elbo``, ...). With ``run_dir``: checkpoints, metrics,
     the resolved config and (``figures``) the figures go there; ``resume=True`` continues its checkpoint and
     ``overwrite=True`` replaces the run it holds."""
+    run.check_training_targets(exp)
     history = _train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
     if run_dir is not None and figures:
         run.write_figures(exp, Path(run_dir), history)

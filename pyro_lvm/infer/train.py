@@ -275,7 +275,8 @@ def _train(exp: Experiment, run_dir: Path | None, resume: bool, validate) -> lis
                     row["val_elbo"] = validate(exp)
                 history.append(row)
                 scalars.add(row)
-                bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", val=f"{row.get('val_elbo', float('nan')):.2f}")
+                val = {"val": f"{row['val_elbo']:.2f}"} if "val_elbo" in row else {}  # none per-datapoint
+                bar.set_postfix(elbo=f"{row['train_elbo']:.2f}", **val)
             if run_dir is not None and (step % cfg.checkpoint_every == 0 or done):
                 # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
                 summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")

@@ -14,6 +14,7 @@ from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean, va
 from pyro_lvm.infer.distributed import Ranks
 from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.train import CONFIG, restore, train
+from pyro_lvm.models.likelihoods import check_targets
 from pyro_lvm.studies import plots
 
 
@@ -37,6 +38,12 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[E
     return exp, run_dir
 
 
+def check_training_targets(exp: Experiment) -> None:
+    """Refuse, before any step, targets the likelihood cannot score (grey data under ``bernoulli``)."""
+    target, _ = exp.condition(exp.data.train.x, exp.data.train.y)
+    check_targets(getattr(exp.model, "likelihood", None), target)
+
+
 @scoped
 def train_run(
     cfg: Config, run_dir: Path, resume: bool = False, overwrite: bool = False
@@ -44,6 +51,7 @@ def train_run(
     """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
     then write the figures."""
     exp = Experiment.from_config(cfg)
+    check_training_targets(exp)
     history = train(exp, run_dir, resume=resume, validate=validation_elbo, overwrite=overwrite)
     if Ranks().lead:  # rank 0 writes for a job of several ranks
         write_figures(exp, run_dir, history)
