@@ -1,4 +1,5 @@
-"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode`` — thin: parse arguments, call the library, print tables.
+"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs`` — thin: parse arguments, call the
+library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
 """
@@ -97,6 +98,12 @@ def _encode(args: argparse.Namespace) -> None:
 
     n = encode_run(args.run_dir, args.split, args.out, args.num_points, args.set)
     print(f"wrote {args.out} ({n} rows of {args.split})")
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.runs_table import format_table, runs_table
+
+    print(format_table(runs_table(args.dirs), args.format))
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -235,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file, .npz or .csv")
     p.add_argument("--num-points", type=_count(10**9), help="encode the first n rows of the split")
     p.set_defaults(func=_encode)
+
+    p = sub.add_parser(
+        "runs", parents=[common], help="one table of many run folders (differing config keys, ELBO, log p(x), time)"
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, or folders holding run folders")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=_runs)
     return parser
 
 

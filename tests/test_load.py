@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pyro
@@ -101,3 +102,27 @@ def test_cli_sample_out_writes_the_draws_of_pyro_lvm_sample(trained_run, tmp_pat
     expected = pyro_lvm.sample(pyro_lvm.load(trained_run), 9, return_="latents")
     assert np.array_equal(np.load(out)["samples"], expected.numpy())
     assert main(["encode", str(trained_run), "--out", str(tmp_path / "z.txt")]) == 2
+
+
+def test_runs_table_lists_the_differing_keys_and_the_recorded_metrics(trained_run, tmp_path, capsys):
+    from pyro_lvm.cli import main
+    from pyro_lvm.studies.runs_table import format_table, runs_table
+
+    for name, seed in (("a", 0), ("b", 5)):  # two copies that differ in train.seed only
+        (tmp_path / name).mkdir()
+        for p in trained_run.iterdir():
+            (tmp_path / name / p.name).write_bytes(p.read_bytes())
+        config = re.sub(r"(?m)^seed = 0$", f"seed = {seed}", (tmp_path / name / "config.toml").read_text(), count=1)
+        (tmp_path / name / "config.toml").write_text(config)
+    rows = runs_table([tmp_path])
+    evaluation = json.loads((trained_run / "evaluation.json").read_text())
+    assert [r["run"] for r in rows] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert [r["data.seed"] if "data.seed" in r else r["train.seed"] for r in rows] == [0, 5]
+    assert "data.path" not in rows[0] and rows[0]["log_px"] == evaluation["log_px"]["mean"]
+    assert rows[1]["step"] == 6 and rows[1]["active_units"] is None
+    assert json.loads(format_table(rows, "json")) == rows
+    assert format_table(rows, "csv").splitlines()[0].startswith("run,")
+    assert main(["runs", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "log p̂(x)" in out and f"{evaluation['log_px']['mean']:.3f} ± " in out
+    assert main(["runs", str(tmp_path / "nothing")]) == 2
