@@ -13,15 +13,18 @@ Everything random draws from its own seeded stream (``seed``): the caller's RNG 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from pyro import poutine
 from pyro.infer import Predictive
 
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import guide_distribution
+from pyro_lvm.infer.experiment import Experiment
 from pyro_lvm.infer.local_inference import fit_local
 from pyro_lvm.models.vae import broadcast_cat
 from pyro_lvm.seeding import seeded
@@ -38,7 +41,7 @@ class Encoding:
     converged: bool | None = None  # per-datapoint guide on new points: did the q* fit converge
 
 
-def points(exp, x: torch.Tensor | None, c: torch.Tensor | None, idx: torch.Tensor | None):
+def points(exp: Experiment, x: torch.Tensor | None, c: torch.Tensor | None, idx: torch.Tensor | None) -> tuple:
     """(x, c, idx): the given points, or with only ``idx`` the training rows it names (target and condition)."""
     if idx is None:
         if x is None:
@@ -57,7 +60,7 @@ def points(exp, x: torch.Tensor | None, c: torch.Tensor | None, idx: torch.Tenso
 @torch.no_grad()
 @scoped
 def encode(
-    exp,
+    exp: Experiment,
     x: torch.Tensor | None = None,
     c: torch.Tensor | None = None,
     *,
@@ -78,7 +81,7 @@ def encode(
         elif idx is not None:
             q = guide_distribution(exp.guide, x, c, idx, len(exp.data.train))
         else:
-            D = exp.cfg.model.latent_dim
+            D = getattr(exp.model, "latent_dim", exp.cfg.model.latent_dim)
             zeros = torch.zeros(x.shape[0], D, dtype=x.dtype, device=x.device)
             fit = fit_local(exp.model, x, c, zeros, torch.ones_like(zeros), max_steps=fit_steps)
             q, converged = fit.distribution(), fit.converged
@@ -97,7 +100,14 @@ def _decode(exp, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 @scoped
-def reconstruct(exp, x=None, c=None, *, idx=None, seed: int = 0) -> torch.Tensor:
+def reconstruct(
+    exp: Experiment,
+    x: torch.Tensor | None = None,
+    c: torch.Tensor | None = None,
+    *,
+    idx: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """E[x | z = E_q[z | x, c], c], (B, P): the decoder's mean at each row's posterior mean."""
     x, c, idx = points(exp, x, c, idx)
     return _decode(exp, encode(exp, x, c, idx=idx, seed=seed).mean, c)
@@ -105,7 +115,15 @@ def reconstruct(exp, x=None, c=None, *, idx=None, seed: int = 0) -> torch.Tensor
 
 @torch.no_grad()
 @scoped
-def interpolate(exp, x_a, x_b, steps: int = 8, c=None, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def interpolate(
+    exp: Experiment,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    steps: int = 8,
+    c: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """z_t = (1 − t) E_q[z | x_a] + t E_q[z | x_b] for ``steps`` evenly spaced t in [0, 1] and their decoded means:
     ((steps, D), (steps, P)). ``x_a``, ``x_b`` are single rows (P,) or (1, P); ``c`` (1, C) for both."""
     if steps < 2:
@@ -122,7 +140,15 @@ def _two(c):
 
 @torch.no_grad()
 @scoped
-def traverse(exp, x, dim: int, values, c=None, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def traverse(
+    exp: Experiment,
+    x: torch.Tensor,
+    dim: int,
+    values: Sequence[float] | torch.Tensor,
+    c: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """E_q[z | x] with latent ``dim`` set to each of ``values`` in turn, and the decoded means: ((V, D), (V, P))."""
     base = encode(exp, x.reshape(1, -1), None if c is None else c.reshape(1, -1), seed=seed).mean[0]  # (D,)
     if not 0 <= dim < base.shape[0]:
@@ -135,7 +161,15 @@ def traverse(exp, x, dim: int, values, c=None, *, seed: int = 0) -> tuple[torch.
 
 @torch.no_grad()
 @scoped
-def posterior_predictive(exp, x=None, num_samples: int = 100, c=None, *, idx=None, seed: int = 0) -> torch.Tensor:
+def posterior_predictive(
+    exp: Experiment,
+    x: torch.Tensor | None = None,
+    num_samples: int = 100,
+    c: torch.Tensor | None = None,
+    *,
+    idx: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """x̃_s ~ p(x | z_s, c) with z_s ~ q(z | x, c): (S, B, P), drawn by ``pyro.infer.Predictive`` at the model's
     site ``"x"``."""
     if num_samples < 1:
@@ -143,13 +177,16 @@ def posterior_predictive(exp, x=None, num_samples: int = 100, c=None, *, idx=Non
     x, c, idx = points(exp, x, c, idx)
     z = encode(exp, x, c, idx=idx, num_samples=num_samples, seed=seed).samples  # (S, B, D)
     with seeded(seed + 1):
-        predictive = Predictive(exp.model, posterior_samples={"z": z}, return_sites=["x"], parallel=True)
-        return predictive(None, c, batch_size=z.shape[1])["x"]
+        # uncondition: "x" drawn, not observed, for any model of the shared signature (a user's own too)
+        model = poutine.uncondition(exp.model)
+        return Predictive(model, posterior_samples={"z": z}, return_sites=["x"], parallel=True)(x, c)["x"]
 
 
 @torch.no_grad()
 @scoped
-def prior_draws(exp, num: int, c=None, what: str = "mean", seed: int | None = None) -> torch.Tensor:
+def prior_draws(
+    exp: Experiment, num: int, c: torch.Tensor | None = None, what: str = "mean", seed: int | None = None
+) -> torch.Tensor:
     """``num`` draws of the prior predictive: "latents" z ~ p(z | c) (num, D), "mean" E[x | z, c] (num, P) or
     "draws" x ~ p(x | z, c) (num, P). ``seed=None`` draws from the caller's stream (as ``pyro_lvm.sample`` did)."""
     if what not in ("mean", "draws", "latents"):

@@ -42,31 +42,36 @@ def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
         return {}  # a damaged file reads as absent: its columns stay empty
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    """tree[k1][k2]..., or None where a level is missing or not a table (a damaged file)."""
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
 
 
 def run_row(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the run's flattened config, its metrics) from its files."""
     try:
         config = _flat(tomllib.loads((run_dir / CONFIG).read_text()))
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8 (UnicodeDecodeError), not TOML
         raise PyroLVMError(f"{str(run_dir / CONFIG)!r} cannot be read ({err}); is it a run folder?") from None
-    history = _read_json(run_dir / "metrics.json").get("history") or [{}]
-    last, evaluation = history[-1], _read_json(run_dir / "evaluation.json")
-    metrics = {
-        "step": last.get("step"),
-        "train_elbo": last.get("train_elbo"),
-        "val_elbo": last.get("val_elbo"),
-        "time_s": last.get("time_s"),
-        "eval_split": evaluation.get("split"),
-        "elbo": evaluation.get("elbo", {}).get("mean"),
-        "log_px": evaluation.get("log_px", {}).get("mean"),
-        "log_px_se": evaluation.get("log_px", {}).get("stderr"),
-        "active_units": evaluation.get("active_units"),
+    history = _get(_read_json(run_dir / "metrics.json"), "history")
+    last = history[-1] if isinstance(history, list) and history else {}
+    evaluation = _read_json(run_dir / "evaluation.json")
+    metrics = {key: _get(last, key) for key in ("step", "train_elbo", "val_elbo", "time_s")}
+    metrics |= {
+        "eval_split": _get(evaluation, "split"),
+        "elbo": _get(evaluation, "elbo", "mean"),
+        "log_px": _get(evaluation, "log_px", "mean"),
+        "log_px_se": _get(evaluation, "log_px", "stderr"),
+        "active_units": _get(evaluation, "active_units"),
     }
     return config, metrics
 
@@ -76,7 +81,7 @@ def runs_table(paths: list[str | Path]) -> list[dict[str, Any]]:
     folders = run_folders(paths)
     rows = [(folder, *run_row(folder)) for folder in folders]
     keys = sorted({k for _, config, _ in rows for k in config})
-    differ = [k for k in keys if len({json.dumps(config.get(k)) for _, config, _ in rows}) > 1]
+    differ = [k for k in keys if len({repr(config.get(k)) for _, config, _ in rows}) > 1]
     return [{"run": str(folder), **{k: config.get(k) for k in differ}, **metrics} for folder, config, metrics in rows]
 
 
@@ -89,7 +94,7 @@ def _cell(value: Any) -> str:
 def format_table(rows: list[dict[str, Any]], fmt: str = "md") -> str:
     """The rows as a Markdown table (log p̂(x) as mean ± s.e.), CSV or JSON."""
     if fmt == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps(rows, indent=2, default=str)  # a TOML date as its text
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
@@ -102,6 +107,7 @@ def format_table(rows: list[dict[str, Any]], fmt: str = "md") -> str:
     for row in rows:
         row = dict(row)
         mean, se = row.pop("log_px"), row.pop("log_px_se")
-        row["log p̂(x)"] = "" if mean is None else f"{mean:.3f} ± {se:.3f}"
+        numbers = all(isinstance(v, int | float) for v in (mean, se))
+        row["log p̂(x)"] = f"{mean:.3f} ± {se:.3f}" if numbers else _cell(mean)
         shown.append({k: _cell(v) for k, v in row.items()})
     return tabulate([list(r.values()) for r in shown], headers=list(shown[0]), tablefmt="github")
