@@ -14,7 +14,8 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 import pyro_lvm
 from pyro_lvm.infer.optim import RowAdam
 
-GUIDES = ["amortized", "per_datapoint", "semi_amortized", "amortized_flow"]
+GUIDES = ["amortized", "per_datapoint", "semi_amortized", "amortized_flow", "m2"]
+M2 = {"model": {"name": "m2"}, "prior": {"name": "conditional"}}  # the m2 guide's model (y latent: sampled by q(y|x))
 Z_MAX = 4.5  # |z-score| bound for dozens of seeded Monte-Carlo checks (P(|N(0,1)| > 4.5) ≈ 7e-6 each)
 
 
@@ -94,7 +95,8 @@ def _mean_loss(elbo, model, guide, x, **kw) -> float:
 
 @pytest.mark.parametrize("guide_name", GUIDES)
 def test_plain_svi_with_row_adam_trains_every_guide(guide_name):
-    exp = pyro_lvm.Experiment.from_config(tiny_config(guide={"name": guide_name}))
+    sections = M2 if guide_name == "m2" else {}
+    exp = pyro_lvm.Experiment.from_config(tiny_config(guide={"name": guide_name}, **sections))
     model, guide = exp.model, exp.guide
     x, kw = exp.data.train.x[:64], dict(idx=torch.arange(64), num_data=len(exp.data.train))
     elbo = Trace_ELBO()
