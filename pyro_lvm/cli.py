@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> None:
                 [
                     last["step"],
                     f"{last['train_elbo']:.3f}",
-                    f"{last.get('val_elbo', float('nan')):.3f}",
+                    f"{last['val_elbo']:.3f}" if "val_elbo" in last else "n/a",  # none per-datapoint
                     f"{last['time_s']:.1f}",
                 ]
             ],

@@ -88,3 +88,17 @@ def test_bernoulli_outside_zero_one_is_refused_when_the_experiment_is_built():
         pyro_lvm.Experiment.from_config(
             tiny_config(likelihood={"name": "bernoulli"}), pyro_lvm.from_tensors(2 * torch.rand(50, 8))
         )
+
+
+def test_the_cli_train_summary_of_a_per_datapoint_run_shows_no_nan(tmp_path, capsys, monkeypatch):
+    from helpers import tiny_toml
+
+    from pyro_lvm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(
+        tiny_toml(4).replace("[guide]\nhidden = [8]\n", '[guide]\nname = "per_datapoint"\n')
+    )
+    assert main(["train", "c.toml"]) == 0
+    out = capsys.readouterr()
+    assert "nan" not in out.out and "n/a" in out.out, out.err

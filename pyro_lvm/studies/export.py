@@ -35,17 +35,14 @@ def write_table(out: Path, columns: dict[str, np.ndarray]) -> None:
         return
     names, parts = [], []
     for name, values in columns.items():
-        values = values.reshape(len(values), -1)
-        names += (
-            [name]
-            if values.shape[1] == 1 and columns[name].ndim == 1
-            else [f"{name}_{k}" for k in range(values.shape[1])]
-        )
-        parts.append(values)
+        table = values.reshape(len(values), -1)  # (N, K)
+        names += [name] if values.ndim == 1 else [f"{name}_{k}" for k in range(table.shape[1])]
+        parts.append(table)
     with atomic_file(out, "w") as f:
         writer = csv.writer(f)
         writer.writerow(names)
-        writer.writerows(np.concatenate(parts, axis=1).tolist())
+        for i in range(len(parts[0])):  # each column keeps its type (an index stays an integer)
+            writer.writerow([value for table in parts for value in table[i].tolist()])
 
 
 @scoped
