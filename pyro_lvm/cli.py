@@ -1,4 +1,5 @@
-"""``pyro-lvm train | evaluate | compare | diagnose | sample`` — thin: parse arguments, call the library, print tables.
+"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs`` — thin: parse arguments, call the
+library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
 """
@@ -55,7 +56,7 @@ def _train(args: argparse.Namespace) -> None:
                 [
                     last["step"],
                     f"{last['train_elbo']:.3f}",
-                    f"{last.get('val_elbo', float('nan')):.3f}",
+                    f"{last['val_elbo']:.3f}" if "val_elbo" in last else "n/a",  # none per-datapoint
                     f"{last['time_s']:.1f}",
                 ]
             ],
@@ -88,10 +89,28 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.export import sample_file
     from pyro_lvm.studies.report import sample_run
 
-    path = sample_run(args.run_dir, args.condition, args.num, args.set, args.rows, args.completions, args.trust_plugins)
+    if args.out:
+        sample_file(args.run_dir, args.num, args.out, args.what, args.condition, args.set, args.trust_plugins)
+    path = args.out or sample_run(
+        args.run_dir, args.condition, args.num, args.set, args.rows, args.completions, args.trust_plugins
+    )
     print(f"wrote {path}")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.export import encode_run
+
+    n = encode_run(args.run_dir, args.split, args.out, args.num_points, args.set, args.trust_plugins)
+    print(f"wrote {args.out} ({n} rows of {args.split})")
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.runs_table import format_table, runs_table
+
+    print(format_table(runs_table(args.dirs), args.format))
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -231,7 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=_count(10_000), default=100, help="number of samples (at most 10,000)")
     p.add_argument("--rows", type=_count(1000), default=8, help="quadrant CVAE: test images in the completion grid")
     p.add_argument("--completions", type=_count(100), default=6, help="quadrant CVAE: completions drawn per image")
+    p.add_argument("--out", help="write the draws to OUT (.npz or .csv) instead of a PNG")
+    p.add_argument("--what", choices=["mean", "draws", "latents"], default="mean", help="with --out: what to draw")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser("encode", parents=[common, opening], help="latent means and scales of a split, to .npz or .csv")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--out", required=True, help="output file, .npz or .csv")
+    p.add_argument("--num-points", type=_count(10**9), help="encode the first n rows of the split")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser(
+        "runs", parents=[common], help="one table of many run folders (differing config keys, ELBO, log p(x), time)"
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, or folders holding run folders")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=_runs)
     return parser
 
 

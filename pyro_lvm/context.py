@@ -5,7 +5,10 @@ process, or a KL fit beside a VAE, share nothing through Pyro's global parameter
 the library enters it around its own work (``Experiment.from_config``, ``train``, evaluation, the studies and the
 CLI) with ``pyro.settings.context`` and leaves the user's Pyro code as it found it. A user who drives our modules
 by hand inside our calls' conventions wraps that code in ``with pyro_lvm.scope():``; built and used outside it,
-they are ordinary Pyro modules that work with ``SVI`` and ``pyro.optim``.
+they are ordinary Pyro modules that work with ``SVI`` and ``pyro.optim`` (``pyro_lvm.row_adam``). Inside it Pyro's
+``SVI`` cannot run: it collects parameters through ``.unconstrained()``, which only param-store values have, and
+module-local parameters stay plain ``nn.Parameter``s; use an ELBO module (``Trace_ELBO()(model, guide)``) and a
+torch optimiser there (docs/api.md, "Plain Pyro").
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ VALID = {  # the positional arguments that make each command's argv valid
     "train": [["c.toml"], ["--resume", "run"]],
     "evaluate": [["run"]],
     "sample": [["run"]],
+    "encode": [["run", "--out", "z.npz"]],
     "compare": [["c.toml"]],
     "diagnose": [["run", "--nuts-points", "0"], ["run", "run", "--nuts-points", "0"]],
 }

@@ -29,7 +29,7 @@ def commands() -> list[tuple[Path, str]]:
     found = []
     for page in PAGES:
         for line in page.read_text().splitlines():
-            for match in re.finditer(r"pyro-lvm ((?:train|evaluate|sample|compare|diagnose)\b[^`#&|]*)", line):
+            for match in re.finditer(r"pyro-lvm ((?:train|evaluate|sample|compare|diagnose|encode)\b[^`#&|]*)", line):
                 found.append((page, match.group(1).strip().rstrip("\\").strip()))
     return found
 

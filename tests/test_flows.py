@@ -92,7 +92,7 @@ def test_bad_flow_options_are_one_line(guide, message):
 def test_vamp_prior_refuses_a_flow_guide():
     from pyro_lvm.training.experiment import Experiment
 
-    with pytest.raises(PyroLVMError, match="guide 'amortized_flow' has none"):
+    with pytest.raises(PyroLVMError, match="guide 'amortized_flow' has an encoder whose q is a flow"):
         Experiment.from_config(tiny_config(prior={"name": "vamp"}, guide={"name": "amortized_flow"}))
 
 

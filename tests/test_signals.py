@@ -110,3 +110,19 @@ def test_the_cli_stops_on_sigterm_with_a_checkpoint_and_exit_code_143(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert checkpoint.load(run / CHECKPOINT)["step"] == step + 3
+
+
+def test_a_signal_in_the_last_step_completes_the_run(tmp_path):
+    history = train(Experiment.from_config(tiny_config(**CFG)), tmp_path / "run", callbacks=[SendAt(20, signal.SIGINT)])
+    assert history[-1]["step"] == 20 and checkpoint.load(tmp_path / "run" / CHECKPOINT)["step"] == 20
+
+
+def test_the_handlers_are_put_back_when_another_callback_fails_at_the_end():
+    class FailsAtEnd(Callback):
+        def on_fit_end(self, fit) -> None:
+            raise RuntimeError("a user's callback failed")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    with pytest.raises(RuntimeError, match="a user's callback failed"):
+        train(Experiment.from_config(tiny_config(train={"steps": 3})), callbacks=[FailsAtEnd()])
+    assert {s: signal.getsignal(s) for s in before} == before

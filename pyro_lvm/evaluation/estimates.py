@@ -246,10 +246,14 @@ def independent_baseline(
 
 
 @torch.no_grad()
-def active_units(guide, split: Split, condition, batch_size: int = 500, threshold: float = 0.01) -> int:
-    """Burda et al. (2016): unit u is active if Var_x E_q[z_u | x] > threshold."""
+def active_units(
+    guide, split: Split, condition, batch_size: int = 500, threshold: float = 0.01, num_data: int | None = None
+) -> int:
+    """Burda et al. (2016): unit u is active if Var_x E_q[z_u | x] > threshold. ``num_data``: a per-datapoint
+    guide's table size, its rows read by the split's indices (its training rows)."""
     means = []
     for batch in in_order(split, batch_size):
         target, c = condition(batch.x, batch.y)
-        means.append(posterior_mean(guide_distribution(guide, target, c)))
+        idx = batch.idx if num_data is not None else None
+        means.append(posterior_mean(guide_distribution(guide, target, c, idx, num_data)))
     return int((torch.cat(means).var(0) > threshold).sum())

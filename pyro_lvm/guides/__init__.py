@@ -63,9 +63,11 @@ def build_guide(
         guide.attach(model)
     if hasattr(model.prior, "attach_encoder"):
         if not hasattr(guide, "encode"):
+            # the flow guide has an encoder, but its q(z | u) is a flow: the VampPrior's mixture needs Gaussians
+            has = "an encoder whose q is a flow, not a Gaussian" if hasattr(guide, "encode_base") else "no encoder"
             raise PyroLVMError(
-                f"prior 'vamp' pushes pseudo-inputs through an encoder, and guide {options.name!r} has none; "
-                "use guide.name = 'amortized' or 'semi_amortized'"
+                f"prior 'vamp' is a mixture of the Gaussians q(z | u) an encoder gives its pseudo-inputs u, and guide "
+                f"{options.name!r} has {has}; use guide.name = 'amortized' or 'semi_amortized'"
             )
         model.prior.attach_encoder(guide.encode)
     return guide

@@ -14,7 +14,7 @@ from pydantic import Field
 from pyro.nn import PyroModule
 
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.guides.local import refine, sample_z
+from pyro_lvm.guides.local import needs_x, refine, sample_z
 from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.nn import GaussianHead
 from pyro_lvm.registry import GUIDES, Options, Widths
@@ -61,7 +61,8 @@ class AmortizedGuide(PyroModule):
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(broadcast_cat(x, c))  # (B, D), (B, D)
 
-    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0):
+    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True):
+        needs_x(x)  # batch_size and observe are the model's: a guide reads x regardless
         with data_plate(x, idx, num_data):
             loc, scale = self.encode(x, c)
             return sample_z(loc, scale, beta)
@@ -89,7 +90,8 @@ class SemiAmortizedGuide(AmortizedGuide):
         # Stored outside the module tree so the model's parameters are not counted twice as the guide's.
         object.__setattr__(self, "model", model)
 
-    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0):
+    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True):
+        needs_x(x)  # batch_size and observe are the model's: a guide reads x regardless
         loc, scale = self.encode(x, c)
         if self.model is None:
             raise PyroLVMError("semi_amortized guide has no model to refine against; call guide.attach(model)")

@@ -16,7 +16,7 @@ from pyro.nn import PyroModule
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.amortized import AmortizedOptions, encoder_cost
-from pyro_lvm.guides.local import sample_z
+from pyro_lvm.guides.local import needs_x, sample_z
 from pyro_lvm.models.m2 import one_hot
 from pyro_lvm.models.vae import data_plate
 from pyro_lvm.nn import GaussianHead
@@ -64,7 +64,8 @@ class M2Guide(PyroModule):
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(cat_broadcast(x, c))  # (..., B, D) each
 
-    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0):
+    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True):
+        needs_x(x)  # batch_size and observe are the model's: a guide reads x regardless
         with data_plate(x, idx, num_data):
             if c is None:
                 y = pyro.sample("y", dist.Categorical(logits=self.classify(x)))  # (B,), or (K, 1) enumerated

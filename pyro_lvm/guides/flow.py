@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm.guides.amortized import AmortizedOptions, encoder_cost
-from pyro_lvm.guides.local import MIN_SCALE
+from pyro_lvm.guides.local import MIN_SCALE, needs_x
 from pyro_lvm.models.vae import broadcast_cat, data_plate
 from pyro_lvm.registry import GUIDES, MAX_WIDTH, NETWORKS, Widths
 
@@ -116,7 +116,8 @@ class AmortizedFlowGuide(PyroModule):
     def distribution(self, x: torch.Tensor, c: torch.Tensor | None = None) -> dist.TransformedDistribution:
         return flow_distribution(*self.encode_base(x, c), self.flows)
 
-    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0):
+    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True):
+        needs_x(x)  # batch_size and observe are the model's: a guide reads x regardless
         with data_plate(x, idx, num_data):
             q = self.distribution(x, c)
             with poutine.scale(scale=beta):

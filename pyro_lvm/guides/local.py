@@ -11,9 +11,20 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 
+from pyro_lvm.errors import PyroLVMError
+
 MIN_SCALE = 1e-4
 REFINE_MAX_STEP = 1.0  # the largest move of one row's (mu, log sigma) in one refinement step
 REFINE_SAMPLES = 4  # reparameterised samples per refinement gradient
+
+
+def needs_x(x: torch.Tensor | None) -> None:
+    """An encoder reads x: refuse ``x = None`` (prior predictive needs no guide; posterior predictive keeps x and
+    passes ``observe=False`` to the model)."""
+    if x is None:
+        raise PyroLVMError(
+            "this guide encodes x and was called with x=None; for posterior predictive draws pass x with observe=False"
+        )
 
 
 def sample_z(loc: torch.Tensor, scale: torch.Tensor, beta: float) -> torch.Tensor:

@@ -50,7 +50,7 @@ class PerDatapointGuide(PyroModule):
     def local_params(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loc(idx), F.softplus(self.raw_scale(idx)) + MIN_SCALE  # (B, D) each
 
-    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0):
+    def forward(self, x, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True):
         if idx is None:
             raise PyroLVMError("the per_datapoint guide needs dataset indices: call it with idx=batch.idx")
         if num_data is not None and num_data != self.num_data:

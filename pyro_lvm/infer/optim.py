@@ -11,6 +11,7 @@ Runs record which optimiser was used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,10 +53,7 @@ class RowAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if not p.grad.is_sparse:
-                    raise RuntimeError("RowAdam takes sparse row gradients (nn.Embedding(sparse=True))")
-                grad = p.grad.coalesce()  # duplicate rows summed, as a dense gradient would have them
-                rows, g = grad.indices()[0], grad.values()  # (R,), (R, D)
+                rows, g = self._rows(p)  # (R,), (R, D)
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
@@ -67,12 +65,45 @@ class RowAdam(torch.optim.Optimizer):
                 v = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 state["exp_avg"][rows], state["exp_avg_sq"][rows] = m, v
                 # torch.optim.Adam computes the corrections in double (Python floats) and applies them as scalars
-                t = t.to(torch.float64).unsqueeze(-1)  # (R, 1)
+                t = t.to(torch.float64).reshape(-1, *[1] * (g.dim() - 1))  # (R, 1, ...)
                 step_size = (lr / (1 - beta1**t)).to(p.dtype)
                 bc2_sqrt = ((1 - beta2**t) ** 0.5).to(p.dtype)
                 denom = (v.sqrt() / bc2_sqrt).add_(eps)
                 p[rows] = p[rows] + (-step_size * m) / denom  # addcdiv(p, m, denom, value=-step_size)
         return None
+
+    def _rows(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not p.grad.is_sparse:
+            raise RuntimeError("RowAdam takes sparse row gradients (nn.Embedding(sparse=True))")
+        grad = p.grad.coalesce()  # duplicate rows summed, as a dense gradient would have them
+        return grad.indices()[0], grad.values()
+
+
+class LazyAdam(RowAdam):
+    """``RowAdam`` that also takes dense gradients, as every row seen (for a tensor of one or more dims; its first
+    dim counts as the rows): on a dense tensor it is ``torch.optim.Adam``'s arithmetic, on a sparse table RowAdam's.
+    One torch optimiser for every parameter of a model and a per-datapoint guide, e.g. over
+    ``pyro.infer.Trace_ELBO()(model, guide).parameters()``; ``row_adam`` wraps it for ``pyro.infer.SVI``."""
+
+    def _rows(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if p.grad.is_sparse:
+            return super()._rows(p)
+        if p.dim() == 0:
+            raise RuntimeError("LazyAdam updates tensors of one or more dims; use torch.optim.Adam for scalars")
+        return torch.arange(p.shape[0], device=p.device), p.grad
+
+
+def row_adam(optim_args: dict | Callable[[str, torch.Tensor], dict]) -> Any:
+    """A ``pyro.optim`` optimiser for ``pyro.infer.SVI`` that trains every built-in guide, the per-datapoint one
+    included: ``LazyAdam`` per parameter (``lr``, ``betas``, ``eps``), so sparse per-datapoint rows get row-wise
+    Adam steps (``pyro.optim.Adam`` refuses sparse gradients). ``optim_args`` may be a function of the parameter's
+    name, e.g. ``lambda name, p: {"lr": 1e-2 if name.startswith("loc") or "raw_scale" in name else 1e-3}``.
+
+        svi = pyro.infer.SVI(model, guide, pyro_lvm.row_adam({"lr": 1e-2}), pyro.infer.Trace_ELBO())
+    """
+    from pyro.optim import PyroOptim  # here, not at import: pyro_lvm's import stays light
+
+    return PyroOptim(LazyAdam, optim_args)
 
 
 class Optimizers:

@@ -25,6 +25,23 @@ class GaussianOptions(Options):
     learn_scale: bool = False
 
 
+def refuse_non_binary(value: torch.Tensor) -> None:
+    """A Bernoulli log-probability is one of binary data only: grey targets are refused with the fix."""
+    grey = (value != 0) & (value != 1)
+    if bool(grey.any()):
+        raise PyroLVMError(
+            f"the bernoulli likelihood got non-binary targets ({float(grey.float().mean()):.1%} of the values are not "
+            "0 or 1); set data.binarize = 'static' or 'dynamic', or use likelihood.name = 'gaussian' for grey data"
+        )
+
+
+def check_targets(likelihood, x: torch.Tensor) -> None:
+    """Before training: a binary likelihood's training targets must be 0 or 1 (else only evaluation, with Pyro's
+    validation on, would refuse them, after the budget is spent)."""
+    if getattr(likelihood, "binary", False):
+        refuse_non_binary(x)
+
+
 class BernoulliLogits(dist.TorchDistribution):
     """Independent Bernoulli pixels with event dim 1, log p(x) = −Σ_p BCE-with-logits(logit_p, x_p).
 
@@ -49,12 +66,8 @@ class BernoulliLogits(dist.TorchDistribution):
         return BernoulliLogits(self.logits.expand(*batch_shape, *self.event_shape))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if is_validation_enabled() and not torch._C._get_tracing_state() and ((value != 0) & (value != 1)).any():
-            share = float(((value != 0) & (value != 1)).float().mean())
-            raise PyroLVMError(
-                f"the bernoulli likelihood got non-binary targets ({share:.1%} of the values are not 0 or 1); "
-                "set data.binarize = 'static' or 'dynamic', or use likelihood.name = 'gaussian' for grey data"
-            )
+        if is_validation_enabled() and not torch._C._get_tracing_state():
+            refuse_non_binary(value)
         logits = self.logits
         if value.shape != logits.shape:  # particles: logits (K, B, P) against x (B, P)
             shape = torch.broadcast_shapes(value.shape, logits.shape)

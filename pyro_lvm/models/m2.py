@@ -52,20 +52,23 @@ class M2(VAE):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | None = None,
         c: torch.Tensor | None = None,
         *,
         idx: torch.Tensor | None = None,
         num_data: int | None = None,
         beta: float = 1.0,
+        batch_size: int | None = None,
+        observe: bool = True,
     ) -> torch.Tensor:
         label = None if c is None else c.argmax(-1)  # (B,)
-        with data_plate(x, idx, num_data):
-            prior_y = dist.Categorical(logits=x.new_zeros(self.num_classes))
+        weight = next(self.decoder.parameters())  # dtype and device when x is None (predictive draws)
+        with data_plate(x, idx, num_data, c=c, batch_size=batch_size):
+            prior_y = dist.Categorical(logits=weight.new_zeros(self.num_classes))
             y = pyro.sample("y", prior_y, obs=label)  # (B,), or (K, 1) when enumerated
-            c = one_hot(y, self.num_classes, x.dtype)  # (B, K) or (K, 1, K)
+            c = one_hot(y, self.num_classes, weight.dtype)  # (B, K) or (K, 1, K)
             with poutine.scale(scale=beta):
                 z = pyro.sample("z", self.prior_dist(c))  # (..., B, D)
             out = self.decoder(broadcast_cat(z, c))  # (..., B, P)
-            pyro.sample("x", self.likelihood(out), obs=x)
+            pyro.sample("x", self.likelihood(out), obs=x if observe else None)
         return out

@@ -1,7 +1,13 @@
 """VAE and CVAE as ``PyroModule`` models. They alone own the sample sites ``"z"`` and ``"x"``.
 
-Shared signature with every guide: ``forward(x, c=None, *, idx=None, num_data=None, beta=1.0)``.
+Shared signature with every guide:
+``forward(x=None, c=None, *, idx=None, num_data=None, beta=1.0, batch_size=None, observe=True)``.
 - ``x`` (B, P) the observed target; ``c`` (B, C) the condition (CVAE only).
+- ``x = None`` (the rows counted by ``batch_size``, ``c`` or ``idx``) or ``observe=False``: the model *draws* the
+  site ``"x"`` from p(x | z, c) instead of observing it, so ``pyro.infer.Predictive`` returns prior predictive
+  (``Predictive(model, num_samples=S)(batch_size=B)``) and posterior predictive
+  (``Predictive(model, guide=guide, num_samples=S)(x, observe=False)``) draws of ``"x"``. Guides ignore
+  ``observe`` (they still read x) and ``batch_size``.
 - ``idx`` (B,) dataset rows and ``num_data`` N: the plate ``"data"`` subsamples, so log-likelihood terms are
   scaled by N/B (an unbiased estimate of the full-data ELBO).
 - ``beta`` scales the ``z`` site in model and guide alike (KL annealing).
@@ -61,9 +67,28 @@ class CVAEOptions(ModelOptions):
         return value
 
 
-def data_plate(x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None) -> pyro.plate:
+def batch_rows(x: torch.Tensor | None, c: torch.Tensor | None, idx: torch.Tensor | None, batch_size: int | None) -> int:
+    """B: the rows of ``x``, else of ``c``, else of ``idx``, else ``batch_size`` (a model run without data)."""
+    for t in (x, c, idx):
+        if t is not None:
+            if batch_size is not None and batch_size != t.shape[0]:
+                raise PyroLVMError(f"batch_size={batch_size} but the inputs have {t.shape[0]} rows; drop batch_size")
+            return t.shape[0]
+    if batch_size is None:
+        raise PyroLVMError("called with x=None and nothing that counts the rows: pass batch_size=N (or c, or idx)")
+    return int(batch_size)
+
+
+def data_plate(
+    x: torch.Tensor | None,
+    idx: torch.Tensor | None,
+    num_data: int | None,
+    *,
+    c: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> pyro.plate:
     """The local-latent plate. Without ``num_data`` it is the batch itself (no scaling)."""
-    batch = x.shape[0]
+    batch = batch_rows(x, c, idx, batch_size)
     if num_data is None:
         return pyro.plate("data", batch, dim=-1)
     if idx is None:
@@ -128,18 +153,20 @@ class VAE(PyroModule):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | None = None,
         c: torch.Tensor | None = None,
         *,
         idx: torch.Tensor | None = None,
         num_data: int | None = None,
         beta: float = 1.0,
+        batch_size: int | None = None,
+        observe: bool = True,
     ) -> torch.Tensor:
-        with data_plate(x, idx, num_data):
+        with data_plate(x, idx, num_data, c=c, batch_size=batch_size):
             with poutine.scale(scale=beta):
                 z = pyro.sample("z", self.prior_dist(c))  # (..., B, D)
             out = self.decoder(broadcast_cat(z, c))  # (..., B, P)
-            pyro.sample("x", self.likelihood(out), obs=x)
+            pyro.sample("x", self.likelihood(out), obs=x if observe else None)  # drawn when x is None
         return out
 
     def decode_mean(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import Interrupted, PyroLVMError
-from pyro_lvm.evaluation.estimates import Estimate, estimates_from_q
+from pyro_lvm.evaluation.estimates import Estimate, active_units, estimates_from_q
 from pyro_lvm.registry import MODELS
 from pyro_lvm.runs.files import CHECKPOINT
 from pyro_lvm.studies import plots
@@ -114,6 +114,15 @@ def evaluate_method(exp, cfg: Config) -> dict:
     return result
 
 
+def _active_units(exp, cfg) -> int:
+    """Active units on the test points (per-datapoint guides: on the training rows they hold)."""
+    if exp.amortized:
+        return active_units(exp.guide, exp.data.test.head(cfg.eval.num_points), exp.condition)
+    return active_units(
+        exp.guide, exp.data.train.head(cfg.eval.num_points), exp.condition, num_data=len(exp.data.train)
+    )
+
+
 @scoped
 def compare(config_path: str | Path, overrides: list[str] | None = None, plugins: list[str] | None = None) -> dict:
     """Train each guide of ``compare.guides`` on the config (one process each: time and peak memory are theirs),
@@ -157,6 +166,7 @@ def compare(config_path: str | Path, overrides: list[str] | None = None, plugins
                 "test_elbo_se": res["test_elbo"].stderr,
                 "test_log_px": res["test_log_px"].mean,
                 "test_log_px_se": res["test_log_px"].stderr,
+                "active_units": _active_units(exp, cfg),
                 "train_time_s": history[-1]["time_s"],
                 "peak_rss_mb": usage["peak_rss_mb"],
             }

@@ -35,6 +35,17 @@ def gap_warnings(
     return out
 
 
+def share_closed(g: dict) -> str:
+    """ "K=1: 40%, K=5: 75%": the refined ELBO's gain over L[q] as a share of the amortization gap; "n/a (why)" where
+    that share means nothing: a q* that did not converge, or a gap within its noise (a ratio over ~0 is any number)."""
+    gap = g["amortization_gap"]
+    if not g.get("qstar_converged", True):
+        return "n/a (q* did not converge, so the amortization gap is not measured; raise compare.qstar_max_steps)"
+    if gap["mean"] <= 2 * gap["stderr"]:
+        return f"n/a (the amortization gap, {gap['mean']:.3f} ± {gap['stderr']:.3f} nats, is within its noise)"
+    return ", ".join(f"K={k}: {v:.0%}" for k, v in g["share_closed"].items())
+
+
 def print_comparison(summary: dict, out: Path) -> None:
     table = [
         [
@@ -42,6 +53,7 @@ def print_comparison(summary: dict, out: Path) -> None:
             f"{r['train_elbo']:.2f} ± {r['train_elbo_se']:.2f}",
             f"{r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
             f"{r['test_log_px']:.2f} ± {r['test_log_px_se']:.2f}",
+            "n/a" if r.get("active_units") is None else r["active_units"],
             f"{r['train_time_s']:.1f}",
             f"{r['peak_rss_mb']:.0f}",
         ]
@@ -51,7 +63,16 @@ def print_comparison(summary: dict, out: Path) -> None:
     print("nats per datapoint (mean ± standard error over datapoints)")
     print(
         tabulate(
-            table, headers=["guide", "train ELBO", "test ELBO", "test log p̂(x)", "train time (s)", "peak RSS (MB)"]
+            table,
+            headers=[
+                "guide",
+                "train ELBO",
+                "test ELBO",
+                "test log p̂(x)",
+                "active units",
+                "train time (s)",
+                "peak RSS (MB)",
+            ],  # fmt: skip
         )
     )
     if "gaps" in summary:
@@ -73,10 +94,8 @@ def print_comparison(summary: dict, out: Path) -> None:
                 headers=["", "mean", "std. error"],
             )
         )
-        print(
-            "share of the amortization gap closed by K refinement steps: "
-            + ", ".join(f"K={k}: {v:.0%}" for k, v in g["share_closed"].items())
-        )
+        if g["share_closed"]:
+            print(f"share of the amortization gap closed by K refinement steps: {share_closed(g)}")
         for line in g.get("warnings", []):
             print(f"warning: {line}")
     decoders = {name: summary[key] for name, key in [("Gaussian q", "gaps"), ("flow q", "gaps_flow")] if key in summary}

@@ -38,16 +38,24 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None, trust_
 
 
 @scoped
-def evaluate_experiment(exp) -> dict:
+def evaluate_experiment(exp, split: str | None = None) -> dict:
     """Test-set ELBO and IWAE log p̂(x) (K = eval.num_samples) with standard errors, the independent-pixel
     baseline on the same points, and active units. Per-datapoint guides have no q for unseen points, so they are
-    evaluated on the training rows they hold (say so in the output)."""
+    evaluated on the training rows they hold (say so in the output). ``split`` names another split."""
+    default = "test" if exp.amortized else "train"
+    if split not in (None, "train", "val", "test"):
+        raise PyroLVMError(f"split {split!r} is not one of 'train', 'val', 'test'")
+    if split not in (None, default) and (not exp.amortized or exp.recipe.name == "semi_supervised"):
+        raise PyroLVMError(
+            f"this experiment is evaluated on its {default!r} split only (a per_datapoint guide holds q for the "
+            f"training rows; M2 sums the label out on the test split); drop split={split!r}"
+        )
     if exp.recipe.name == "semi_supervised":  # M2: the label is summed out (studies/label_report.py)
         from pyro_lvm.studies.label_report import evaluate_m2
 
         return evaluate_m2(exp)
     ev = exp.cfg.eval
-    split_name = "test" if exp.amortized else "train"
+    split_name = split or default
     split = getattr(exp.data, split_name)
     result = evaluate_split(
         exp.model,

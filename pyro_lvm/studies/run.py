@@ -9,6 +9,7 @@ import torch
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean
+from pyro_lvm.models.likelihoods import check_targets
 from pyro_lvm.runs.identity import run_config
 from pyro_lvm.studies import plots
 from pyro_lvm.training import strategies
@@ -28,6 +29,12 @@ def open_run(
     return exp, run_dir
 
 
+def check_training_targets(exp: Experiment) -> None:
+    """Refuse, before any step, targets the likelihood cannot score (grey data under ``bernoulli``)."""
+    target, _ = exp.condition(exp.data.train.x, exp.data.train.y)
+    check_targets(getattr(exp.model, "likelihood", None), target)
+
+
 @scoped
 def train_run(
     cfg: Config, run_dir: Path, resume: bool = False, overwrite: bool = False
@@ -35,6 +42,7 @@ def train_run(
     """Train ``cfg`` in ``run_dir`` (continuing its checkpoint when ``resume``; ``train`` saves the config there),
     then write the figures."""
     exp = Experiment.from_config(cfg)
+    check_training_targets(exp)
     history = train(exp, run_dir, resume=resume, validate=True, overwrite=overwrite)
     if strategies.ranks().lead:  # rank 0 writes for a job of several ranks
         write_figures(exp, run_dir, history)
