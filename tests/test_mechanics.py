@@ -2,6 +2,7 @@
 condition and its unsubsampled scale; the stream seeds' values; the refinement's gradient routing, its clamps
 and its condition."""
 
+import copy
 import hashlib
 import math
 
@@ -85,7 +86,7 @@ def test_stream_seeds_are_the_documented_hash():
         text = "/".join(map(str, ("pyro_lvm", seed, *keys))).encode()
         expected = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
         assert stream_seed(seed, *keys) == expected
-    assert stream_seed(1, "eval", 0) == 0x3E0E2A2C0B64F3FF or stream_seed(1, "eval", 0) < 2**63
+    assert stream_seed(1, "eval", 0) == 2975252179044037580  # a recorded value: changing the hash changes streams
 
 
 def _lg_refine_inputs(n=5):
@@ -163,3 +164,57 @@ def test_refinement_passes_the_condition():
     torch.manual_seed(0)
     new_loc, _ = refine(exp.model, x, c, loc, scale, 20, 0.1, "none")
     assert (new_loc - posterior.loc).norm() < 0.5 * (loc - posterior.loc).norm()
+
+
+def _dense_and_sparse(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(3, 2).double(), torch.nn.Embedding(6, 2, sparse=True).double()
+
+
+def _one_step(opts, dense, table, scale=100.0):
+    opts.zero_grad()
+    x = torch.ones(4, 3, dtype=torch.float64)
+    (scale * dense(x).sum() + table(torch.tensor([1, 4])).sum()).backward()
+    opts.step()
+
+
+def test_optimizers_clip_the_dense_gradient_and_zero_to_none():
+    """optim.clip_norm rescales the dense parameters' gradient to that norm before the step (the sparse table's is
+    left alone); zero_grad leaves no gradient tensor behind."""
+    from pyro_lvm.infer.optim import adam
+
+    dense, table = _dense_and_sparse()
+    opts = adam([dense, table], lr=1e-3, local_lr=1e-2, clip_norm=0.5)
+    _one_step(opts, dense, table)
+    norm = torch.cat([p.grad.flatten() for p in dense.parameters()]).norm()
+    assert abs(float(norm) - 0.5) < 1e-6  # torch divides by (norm + 1e-6)
+    assert torch.equal(table.weight.grad.coalesce().values(), torch.ones(2, 2, dtype=torch.float64))
+    opts.zero_grad()
+    assert all(p.grad is None for p in [*dense.parameters(), table.weight])
+
+
+def test_optimizers_state_round_trip_keeps_the_configured_kernel():
+    """state_dict holds both optimisers; loading it into fresh ones continues the same trajectory (per-row step
+    counts included), and the dense optimiser keeps its own ``fused`` setting, not the checkpoint's."""
+    from pyro_lvm.infer.optim import adam
+
+    dense, table = _dense_and_sparse()
+    first = adam([dense, table], fused=True)
+    for _ in range(3):
+        _one_step(first, dense, table)
+    state = first.state_dict()
+    assert set(state) == {"dense", "sparse"} and state["sparse"]["state"]
+    copy_dense, copy_table = _dense_and_sparse()
+    copy_dense.load_state_dict(dense.state_dict())
+    copy_table.load_state_dict(table.state_dict())
+    again = adam([copy_dense, copy_table], fused=False)
+    again.load_state_dict(copy.deepcopy(state))  # as from disk: no state tensor shared between the two
+    assert [g.get("fused") for g in again.dense.param_groups] == [None]
+    reference = adam([dense, table], fused=False)
+    reference.load_state_dict(copy.deepcopy(state))
+    for opts, (d, t) in ((reference, (dense, table)), (again, (copy_dense, copy_table))):
+        _one_step(opts, d, t)
+    assert torch.equal(copy_table.weight, table.weight)
+    assert torch.equal(reference.sparse.state[table.weight]["step"], again.sparse.state[copy_table.weight]["step"])
+    for a, b in zip(dense.parameters(), copy_dense.parameters(), strict=True):
+        assert torch.equal(a, b)
