@@ -79,3 +79,53 @@ def test_per_datapoint_scale_is_softplus_of_the_raw_row_plus_the_floor():
     assert torch.allclose(q.base_dist.scale, expected, rtol=1e-12, atol=0)
     assert torch.equal(q.base_dist.loc, exp.guide.loc.weight[idx])
     assert abs(float(q.base_dist.scale[0, 0].detach()) - MIN_SCALE) < 1e-12  # softplus(−30) ≈ 1e-13: the floor holds
+
+
+def test_evaluate_split_with_an_exact_proposal_gives_the_exact_log_px_given_c():
+    """evaluate_split over several batches (one stream, or one per batch) with the exact posterior of a CVAE with a
+    learned conditional prior as proposal: every row's IWAE and ELBO are log p(x | c), and num_points rows come."""
+    from test_pinned_values import conditional_prior_cvae
+
+    from pyro_lvm.evaluation.estimates import evaluate_split
+
+    exp, x, _, exact, posterior = conditional_prior_cvae(n=30)
+
+    def exact_proposal(model, target, c):
+        rows = (target[:, None, :] == x[None]).all(-1).to(torch.int64).argmax(1)  # the split's rows, in order
+        return pyro.distributions.MultivariateNormal(posterior.loc[rows], scale_tril=posterior.scale_tril[rows])
+
+    for per_batch in (False, True):
+        out = evaluate_split(
+            exp.model,
+            exp.guide,
+            exp.data.test,
+            exp.condition,
+            4,
+            3,
+            7,
+            20,
+            proposal=exact_proposal,
+            per_batch_streams=per_batch,
+        )
+        assert torch.allclose(out["log_px"].values, exact[:20], atol=1e-9)
+        assert torch.allclose(out["elbo"].values, exact[:20], atol=1e-9)
+
+
+def test_particle_bytes_counts_pixels_and_decoder_widths():
+    """4 × (P + Σ decoder out_features) × bytes per float: the memory check's unit (float64 here)."""
+    from pyro_lvm.evaluation.estimates import particle_bytes
+
+    _, x, exp = linear_gaussian_experiment("amortized", 4)
+    assert particle_bytes(exp.model, x) == 4 * (5 + 5) * 8
+    assert particle_bytes(object(), x) == 4 * 5 * 8
+    assert particle_bytes(exp.model, x.float()) == 4 * (5 + 5) * 4
+
+
+def test_validation_of_m2_is_the_label_summed_bound():
+    from test_m2 import m2_experiment
+
+    from pyro_lvm.evaluation.estimates import validation_elbo
+    from pyro_lvm.evaluation.labels import label_validation_elbo
+
+    exp = m2_experiment()
+    assert validation_elbo(exp) == label_validation_elbo(exp)
