@@ -15,7 +15,7 @@ python - <<'PY'
 import collections, re
 counts = collections.defaultdict(collections.Counter)
 for line in open("mutants/results.txt"):
-    m = re.match(r"\s*([\w.]+)\.x\w*?__mutmut_\d+: (\w+)", line)
+    m = re.match(r"\s*([\w.]+)\.x\w*?__mutmut_\d+: (\w[\w ]*)", line)
     if m:
         counts[m.group(1)][m.group(2)] += 1
 for module, c in sorted(counts.items()):

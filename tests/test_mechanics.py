@@ -65,11 +65,12 @@ def test_renyi_names_a_site_without_a_pathwise_gradient_and_a_model_without_site
 
 
 def test_renyi_passes_the_condition_to_model_and_guide():
-    """A CVAE (conditional prior, encoder of (x, c)): the log-weights with the exact posterior as guide are the
-    exact log p(x | c) for every particle, so the bound is log p(x | c) for any K and α."""
+    """A CVAE (conditional prior): with the exact posterior as guide every log-weight is the exact log p(x | c), so
+    the bound is log p(x | c) for any K and α, and the loss is −Σ of it (no num_data: scale 1)."""
     exp, x, c, exact, posterior = conditional_prior_cvae(n=9)
 
-    def guide(x, c=None, **_):
+    def guide(x, c_given=None, **_):
+        assert c_given is not None and torch.equal(c_given, c)  # the guide is handed the condition
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", posterior)
 
@@ -77,6 +78,25 @@ def test_renyi_passes_the_condition_to_model_and_guide():
         elbo = make_elbo("renyi", "off", num_particles=3, alpha=0.5, vectorize_particles=vectorize)
         bound = elbo.per_datapoint(exp.model, guide, x, c)
         assert torch.allclose(bound, exact, atol=1e-9)
+        assert torch.allclose(elbo.differentiable_loss(exp.model, guide, x, c), -exact.sum(), atol=1e-8)
+
+
+def test_renyi_defaults_and_keyword_plumbing():
+    """Defaults: one particle, vectorised, β = 1; ``loss`` and the per-datapoint guide get idx and num_data."""
+    objective = RenyiObjective()
+    assert (objective.num_particles, objective.vectorize_particles, objective.alpha) == (1, True, 0.0)
+    _, x, exp = linear_gaussian_experiment("per_datapoint", 12)
+    idx = torch.tensor([2, 5, 7])
+    elbo = RenyiObjective(num_particles=4)
+    values = []
+    for kwargs in ({}, {"beta": 1.0}):
+        torch.manual_seed(6)
+        values.append(elbo.log_weights(exp.model, exp.guide, x[idx], idx=idx, num_data=12, **kwargs))
+    assert torch.equal(values[0], values[1])
+    torch.manual_seed(6)
+    loss = elbo.loss(exp.model, exp.guide, x[idx], idx=idx, num_data=12)
+    torch.manual_seed(6)
+    assert loss == float(elbo.differentiable_loss(exp.model, exp.guide, x[idx], idx=idx, num_data=12))
 
 
 def test_stream_seeds_are_the_documented_hash():
