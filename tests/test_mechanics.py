@@ -238,3 +238,30 @@ def test_optimizers_state_round_trip_keeps_the_configured_kernel():
     assert torch.equal(reference.sparse.state[table.weight]["step"], again.sparse.state[copy_table.weight]["step"])
     for a, b in zip(dense.parameters(), copy_dense.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_fused_optimiser_keeps_its_kernel_when_loading_a_loop_state():
+    """The other direction: a loop Adam's state loaded into a fused one keeps ``fused`` on and steps with it."""
+    from pyro_lvm.infer.optim import adam
+
+    dense, table = _dense_and_sparse()
+    loop = adam([dense, table], fused=False)
+    _one_step(loop, dense, table)
+    fused = adam([dense, table], fused=True)
+    fused.load_state_dict(copy.deepcopy(loop.state_dict()))
+    assert [g.get("fused") for g in fused.dense.param_groups] == [True]
+    _one_step(fused, dense, table)
+    assert all(torch.isfinite(p).all() for p in dense.parameters())
+
+
+def test_conditional_prior_builds_the_configured_network_and_refuses_in_one_line():
+    from pyro_lvm.models.priors import ConditionalPrior
+
+    prior = ConditionalPrior(3, cond_dim=1, hidden=[5])  # a one-class condition is a condition
+    assert [m.out_features for m in prior.net.modules() if isinstance(m, torch.nn.Linear)] == [5, 6]
+    with pytest.raises(PyroLVMError) as err:
+        ConditionalPrior(3, cond_dim=0)
+    assert str(err.value) == "prior 'conditional' needs a condition: use it with model.name = 'cvae'"
+    with pytest.raises(PyroLVMError) as err:
+        prior(None)
+    assert str(err.value) == "prior 'conditional' was called without a condition c"
