@@ -265,3 +265,16 @@ def test_conditional_prior_builds_the_configured_network_and_refuses_in_one_line
     with pytest.raises(PyroLVMError) as err:
         prior(None)
     assert str(err.value) == "prior 'conditional' was called without a condition c"
+
+
+def test_optimizers_describe_themselves_and_a_sparse_only_state():
+    """The description runs record; a model with only a sparse table has no dense state; RowAdam's default lr."""
+    from pyro_lvm.infer.optim import RowAdam, adam
+
+    dense, table = _dense_and_sparse()
+    assert adam([dense, table]).description == "Adam (dense), RowAdam (row-wise, per-row step counts)"
+    assert adam([dense], fused=True).description == "Adam (dense, fused)"
+    sparse_only = adam([table])
+    assert sparse_only.description == "RowAdam (row-wise, per-row step counts)"
+    assert sparse_only.state_dict()["dense"] is None
+    assert RowAdam(table.parameters()).defaults == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
