@@ -22,11 +22,12 @@ def _normal_log_density(value, loc, scale):
     return (-0.5 * ((value - loc) / scale) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def _hand_loss(lg, exp, x, idx, seed, alpha=0.0, beta=1.0):
+def _hand_loss(lg, exp, x, idx, seed, alpha=0.0, beta=1.0, vectorize=True):
     """−(N/B) Σ_b 1/(1−α) [logsumexp_k (1−α) log w_kb − log K] from the guide's q and the LG formulas."""
     loc, scale = exp.guide.encode(x[idx])  # (B, D)
-    torch.manual_seed(seed)  # the draws the guide makes: standard normals of shape (K, B, D)
-    eps = torch.distributions.Normal(torch.zeros(K, *loc.shape, dtype=loc.dtype), 1.0).rsample()
+    torch.manual_seed(seed)  # the draws the guide makes: standard normals of shape (K, B, D), or K of (B, D)
+    standard = torch.distributions.Normal(torch.zeros(*loc.shape, dtype=loc.dtype), 1.0)
+    eps = standard.rsample((K,)) if vectorize else torch.stack([standard.rsample() for _ in range(K)])
     z = loc + eps * scale  # (K, B, D)
     log_lik = _normal_log_density(x[idx], z @ lg.W.T + lg.b, lg.s)  # (K, B)
     log_prior = _normal_log_density(z, torch.zeros_like(z), 1.0)
@@ -37,18 +38,21 @@ def _hand_loss(lg, exp, x, idx, seed, alpha=0.0, beta=1.0):
     return -(N / len(idx)) * per_point.sum()
 
 
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vectorized", "particle_loop"])
 @pytest.mark.parametrize("alpha, beta", [(0.0, 1.0), (0.0, 0.3), (0.5, 1.0)])
-def test_loss_is_the_per_datapoint_bound_scaled_by_n_over_b(alpha, beta):
-    """Subsampled (N/B = 15): the loss equals N/B × Σ_b of the bound computed by hand from the same draws.
+def test_loss_is_the_per_datapoint_bound_scaled_by_n_over_b(alpha, beta, vectorize):
+    """Subsampled (N/B = 15): the loss equals N/B × Σ_b of the bound computed by hand from the same draws, with
+    the K particles in one plate or drawn one after another (elbo.vectorize_particles = false: K draws of (B, D)).
     Pyro's RenyiELBO (the old 'renyi') scales inside the logsumexp and fails this by nats."""
     lg, x, exp = linear_gaussian_experiment("amortized", N)
     idx = torch.tensor([3, 7, 11, 20])
-    elbo = make_elbo("renyi", "off", num_particles=K, alpha=alpha)
+    elbo = make_elbo("renyi", "off", num_particles=K, alpha=alpha, vectorize_particles=vectorize)
+    assert elbo.vectorize_particles is vectorize
     for seed in (0, 1):
         torch.manual_seed(seed)
         loss = loss_and_backward(elbo, exp.model, exp.guide, x[idx], None, idx=idx, num_data=N, beta=beta)
         with torch.no_grad():
-            expected = _hand_loss(lg, exp, x, idx, seed, alpha, beta)
+            expected = _hand_loss(lg, exp, x, idx, seed, alpha, beta, vectorize)
         assert abs(loss.item() - float(expected)) < 1e-10 * max(1.0, abs(float(expected))), (loss, expected)
 
 

@@ -99,8 +99,9 @@ def refine(model, x, c, loc, scale, steps: int, lr: float, backprop: str):
             keep_graph = backprop == "all" or (backprop == "first" and k == 0)
             if not keep_graph:
                 loc, log_scale = loc.detach().requires_grad_(), log_scale.detach().requires_grad_()
-            elif not loc.requires_grad:  # encoder output under no_grad (evaluation)
-                loc, log_scale = loc.requires_grad_(), log_scale.requires_grad_()
+            elif not loc.requires_grad:  # encoder output under no_grad (evaluation): fresh leaves, so the
+                # caller's tensors are left as they were (requires_grad_ would flag them in place)
+                loc, log_scale = loc.detach().requires_grad_(), log_scale.detach().requires_grad_()
             elbo = local_elbo(model, x, c, loc, log_scale.exp(), REFINE_SAMPLES, flat=True).sum()
             g_loc, g_log_scale = torch.autograd.grad(elbo, (loc, log_scale), create_graph=keep_graph)
             # Natural-gradient step: the Fisher information of N(mu, sigma²) is 1/sigma² for mu and 2 for
