@@ -26,9 +26,6 @@ TINY = (
     "[data]\nmax_train = 200\n[model]\nlatent_dim = 2\nhidden = [16]\n[train]\nsteps = 50\nbatch_size = 32\n"
     'progress = false\ndtype = "float64"\ncheckpoint_every = 20\n'
 )
-# Under pytest-xdist (CI: -n 2 --dist loadgroup) these tests share one worker: two concurrent torchrun jobs of up to
-# four ranks each on a two-core machine would only slow each other and crowd the rank-death test's deadline.
-pytestmark = pytest.mark.xdist_group("ranks")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
