@@ -14,7 +14,7 @@ from test_experiments import fake_idx_root
 
 SMALL = ["train.steps=20", "train.progress=false", "data.max_train=120", "eval.num_samples=10", "eval.num_points=10"]
 SMALL += ["compare.gap_points=5", "compare.qstar_max_steps=20", "compare.elbo_samples=5", "baseline.steps=20"]
-DIAGNOSE = ["--num-points=2", "--num-samples=20", "--nuts-points=1", "--nuts-chains=1", "--nuts-samples=10"]
+DIAGNOSE = ["--num-points=2", "--num-samples=30", "--nuts-points=1", "--nuts-chains=1", "--nuts-samples=10"]
 DIAGNOSE += ["--nuts-warmup=10"]
 
 

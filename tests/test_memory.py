@@ -80,7 +80,7 @@ def run_dir(tmp_path):
     ("opts", "words"),
     [
         ({"num_samples": 10**6, "nuts_points": 0}, "PSIS k-hat with --num-samples 1,000,000 draws for each of 20 rows"),
-        ({"num_samples": 10, "nuts_chains": 64, "nuts_samples": 10**6}, "lower --nuts-samples, --nuts-chains"),
+        ({"num_samples": 30, "nuts_chains": 64, "nuts_samples": 10**6}, "lower --nuts-samples, --nuts-chains"),
     ],
 )
 def test_diagnose_refuses_before_drawing(run_dir, monkeypatch, opts, words):

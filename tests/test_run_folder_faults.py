@@ -29,7 +29,7 @@ def test_readers_are_refused_while_a_train_holds_the_folder(run_dir):
         for read in (
             lambda: evaluate_run(run_dir),
             lambda: sample_run(run_dir, None, 4),
-            lambda: diagnose([str(run_dir)], DiagnoseOptions(num_samples=10, nuts_points=0)),
+            lambda: diagnose([str(run_dir)], DiagnoseOptions(num_samples=30, nuts_points=0)),
         ):
             with pytest.raises(PyroLVMError, match=rf"being written by a pyro-lvm train \(pid {os.getpid()}\)") as e:
                 read()

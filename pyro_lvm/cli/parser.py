@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; NUTS uses the first one's decoder")
     p.add_argument("--num-points", type=_count(10**6), default=20, help="training rows for PSIS k-hat")
-    p.add_argument("--num-samples", type=_count(10**7), default=2000, help="importance samples per row for k-hat")
+    p.add_argument(
+        "--num-samples", type=_count(10**7), default=2000, help="importance samples per row for k-hat (30 or more)"
+    )
     p.add_argument(
         "--nuts-points", type=_count(1000, low=0), default=4, help="rows with a NUTS reference (0: skip NUTS)"
     )

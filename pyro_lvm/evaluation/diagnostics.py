@@ -7,7 +7,9 @@ reference posteriors p(z | x) under a trained decoder.
 - PSIS k̂ (Yao et al. 2018, "Yes, but did it work?"): fit a generalised Pareto tail to the importance weights
   w_k = p(x, z_k) / q(z_k | x), z_k ~ q. k̂ < 0.5: the IWAE estimate is reliable; 0.5–0.7: usable but slow to
   converge; k̂ > 0.7: q misses mass of p(z | x) and log p̂(x) cannot be trusted at any practical K.
-  Computed with ArviZ's PSIS (``az.psislw`` on 0.x, ``arviz_stats``' ``psislw`` on 1.x), per datapoint.
+  Computed with ArviZ's PSIS (``az.psislw`` on 0.x, ``arviz_stats``' ``psislw`` on 1.x), per datapoint. The tail
+  is the largest S/5 of the S draws (3 sqrt(S) past S = 225), and a fit needs 6 of them on both ArviZ lines: fewer
+  than ``MIN_PSIS_DRAWS`` = 30 draws is refused with a ``PyroLVMError`` naming that minimum, never a k̂ of nothing.
 - NUTS: ``pyro.infer.MCMC`` on the model's own ``z`` site with ``x`` observed and the decoder frozen; chains run
   one after another with their own seeds and dispersed starts (Pyro's init_to_uniform), so ArviZ's R-hat and ESS
   say whether they agree. ArviZ's ``from_pyro`` only reads a single MCMC object (and is gone in 1.x), so we build
@@ -29,6 +31,7 @@ from pyro_lvm.evaluation.estimates import guide_distribution, log_weights, prior
 from pyro_lvm.seeding import seeded
 
 DIMS = {"z": ["point", "latent"]}
+MIN_PSIS_DRAWS = _arviz.MIN_PSIS_DRAWS  # the fewest importance samples per row whose k̂ both ArviZ lines fit
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -50,7 +53,9 @@ def guide_inference_data(guide, x, c=None, idx=None, num_data=None, num_samples:
 
 def psis_khat(log_w: torch.Tensor) -> np.ndarray:
     """Pareto k̂ per datapoint from log weights ``log_w`` (K, B) -> (B,): the shape k of a generalised Pareto fit
-    to the largest of the K weights w_k = exp(log_w_k); the weights have finite moments of order < 1/k."""
+    to the largest of the K weights w_k = exp(log_w_k); the weights have finite moments of order < 1/k.
+    K < ``MIN_PSIS_DRAWS`` (30) is a ``PyroLVMError``; a row with an infinite weight, or whose largest weights are
+    all equal, gets k̂ = inf, on ArviZ 0.x and 1.x alike."""
     return _arviz.psis_khat(_to_numpy(log_w.T))  # (B, K): samples last
 
 

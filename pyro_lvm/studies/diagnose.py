@@ -14,7 +14,14 @@ from tabulate import tabulate
 
 from pyro_lvm.context import scoped
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.evaluation.diagnostics import convergence, guide_inference_data, guide_khat, nuts_reference, prior_khat
+from pyro_lvm.evaluation.diagnostics import (
+    MIN_PSIS_DRAWS,
+    convergence,
+    guide_inference_data,
+    guide_khat,
+    nuts_reference,
+    prior_khat,
+)
 from pyro_lvm.evaluation.estimates import particle_bytes
 from pyro_lvm.resources import require
 from pyro_lvm.runs.lock import read_lock
@@ -28,7 +35,7 @@ KHAT_BAD = 0.7
 @dataclass
 class DiagnoseOptions:
     num_points: int = 20  # training rows for PSIS (every guide, including per-datapoint tables, holds them)
-    num_samples: int = 2000  # importance samples per datapoint for k̂
+    num_samples: int = 2000  # importance samples per datapoint for k̂ (at least MIN_PSIS_DRAWS = 30)
     nuts_points: int = 4
     nuts_chains: int = 4
     nuts_samples: int = 1000
@@ -51,6 +58,11 @@ def _khat_row(name: str, khat: np.ndarray) -> dict:
 def diagnose(run_dirs: list[str], opts: DiagnoseOptions, out_dir: str | Path | None = None) -> dict:
     if not run_dirs:
         raise PyroLVMError("give at least one run folder: pyro-lvm diagnose RUN_DIR [RUN_DIR ...]")
+    if opts.num_samples < MIN_PSIS_DRAWS:  # refused on every ArviZ line, before a run folder is opened
+        raise PyroLVMError(
+            f"--num-samples {opts.num_samples} is too few for PSIS k-hat: its Pareto tail is the largest fifth of the "
+            f"draws and needs 6 of them; give --num-samples {MIN_PSIS_DRAWS} or more"
+        )
     with contextlib.ExitStack() as locks:  # every run folder read, as evaluate does (runs/lock.py)
         for run_dir in run_dirs:
             locks.enter_context(read_lock(Path(run_dir)))
