@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from bad_input_corpus import (
     toml,
     writes,
 )
+from bad_input_stops import kill_9_mid_run, signal_mid_run, stopped_then_resumed
 
 LONG = toml({"train.steps": "100000000", "train.checkpoint_every": "1000000"})  # holds its folder for minutes
 
@@ -171,20 +169,6 @@ def _edit_config(**sections):
     return setup
 
 
-def _kill_9_mid_run(folder: Path) -> None:
-    from bad_input_campaign import env
-
-    (folder / "k.toml").write_text(toml({"train.steps": "400", "train.checkpoint_every": "25"}))
-    proc = subprocess.Popen([sys.executable, "-m", "pyro_lvm", "train", "k.toml", "--set", "train.out_dir=run"],
-                            cwd=folder, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 60
-    while not (folder / "run" / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def _faults() -> list[Case]:
     f = "faults"
     busy = (["train", "long.toml", "--set", "train.out_dir=busy"], "busy/.lock")
@@ -213,8 +197,11 @@ def _faults() -> list[Case]:
              preexec=file_size_limit(300)),
         Case(f, "a file-size limit during sample's PNG", ["sample", "run", "--set", "eval.seed=3"], with_run=True,
              preexec=file_size_limit(2000)),
-        Case(f, "kill -9 mid-run, then resume", ["train", "--resume", "run"], "run", setup=_kill_9_mid_run,
+        Case(f, "kill -9 mid-run, then resume", ["train", "--resume", "run"], "run", setup=kill_9_mid_run,
              check=checkpoint_step(400)),
+        *(Case(f, f"{signal.Signals(s).name} mid-run (before any checkpoint), then resume", ["train", "--resume",
+                "run"], "run", setup=signal_mid_run(s), check=stopped_then_resumed)
+          for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)),
         Case(f, "evaluate while a train holds the folder", ["evaluate", "busy"], setup=long,
              background=busy, contains="being written by a pyro-lvm train (pid"),
     ]  # fmt: skip
