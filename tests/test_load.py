@@ -73,6 +73,20 @@ def test_a_missing_data_file_is_one_line_naming_the_key(trained_run, tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_a_train_holding_the_folder_refuses_the_load_and_a_folder_without_a_lock_gets_none(trained_run):
+    from pyro_lvm.runs.lock import run_lock
+
+    with run_lock(trained_run), pytest.raises(pyro_lvm.PyroLVMError, match=rf"\(pid {os.getpid()}\); load it once"):
+        pyro_lvm.load(trained_run)
+    copy = trained_run.parent / "copy"  # beside the run: its data file is found above it
+    copy.mkdir()
+    for p in trained_run.iterdir():
+        if p.name != ".lock":
+            (copy / p.name).write_bytes(p.read_bytes())
+    pyro_lvm.load(copy)
+    assert not (copy / ".lock").exists()  # a read-only open writes no lock file
+
+
 def test_only_the_last_checkpoint_is_kept(trained_run):
     with pytest.raises(pyro_lvm.PyroLVMError, match="'last'"):
         pyro_lvm.load(trained_run, checkpoint="best")

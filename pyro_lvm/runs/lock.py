@@ -63,7 +63,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def _pid(handle) -> str:
     """The pid the last train wrote into the lock file."""
     handle.seek(0)
-    return handle.read().strip() or "unknown"
+    text = handle.read()
+    text = text.decode(errors="replace") if isinstance(text, bytes) else text
+    return text.strip() or "unknown"
 
 
 def _holder(handle) -> str:
@@ -78,12 +80,14 @@ def _holder(handle) -> str:
 
 
 @contextmanager
-def read_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock shared for the block (a folder that does not exist is left to the caller's checks)."""
+def read_lock(run_dir: Path, create: bool = True, doing: str = "evaluate or sample it") -> Iterator[None]:
+    """Hold ``run_dir``'s lock shared for the block (a folder that does not exist is left to the caller's checks).
+    ``create=False`` (a read-only open, ``pyro_lvm.load``) writes nothing: the lock is held only where a train made
+    one. ``doing`` completes the refusal while a train holds the folder."""
     handle = None
-    if fcntl is not None and run_dir.is_dir():
+    if fcntl is not None and run_dir.is_dir() and (create or (run_dir / LOCK).is_file()):
         try:
-            handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+            handle = open(run_dir / LOCK, "a+" if create else "rb")  # noqa: SIM115 - held for the whole block
         except OSError:  # a folder this user cannot write: its writes fail on their own, with their own message
             handle = None
     try:
@@ -92,8 +96,8 @@ def read_lock(run_dir: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise PyroLVMError(
-                    f"run folder {str(run_dir)!r} is being written by a pyro-lvm train (pid {_pid(handle)}); evaluate or "
-                    "sample it once that train has finished (or a copy of the folder)"
+                    f"run folder {str(run_dir)!r} is being written by a pyro-lvm train (pid {_pid(handle)}); {doing} "
+                    "once that train has finished (or a copy of the folder)"
                 ) from None
         yield
     finally:

@@ -8,8 +8,6 @@ likely trained from), so a run folder opens from anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,16 +17,11 @@ from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.data import load_dataset
 from pyro_lvm.errors import PyroLVMError
-from pyro_lvm.runs.lock import LOCK
+from pyro_lvm.runs.lock import read_lock
 from pyro_lvm.seeding import cuda_devices
 from pyro_lvm.studies.run import run_config
 from pyro_lvm.training.experiment import Experiment
 from pyro_lvm.training.state import RunState
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: readers go unlocked, as pyro_lvm.runs.lock's do
-    fcntl = None
 
 DATA_FILES = ("path", "labels", "root")  # data options that name files or folders
 
@@ -41,24 +34,6 @@ class LoadedExperiment(Experiment):
     step: int = 0  # the checkpoint's training step
     history: list[dict] = field(default_factory=list)  # its metrics rows (train_elbo, val_elbo, ...)
     summary: dict = field(default_factory=dict)
-
-
-@contextmanager
-def _shared_lock(run_dir: Path) -> Iterator[None]:
-    """The run's lock held shared while reading, where one exists: a train in progress refuses the load."""
-    path = run_dir / LOCK
-    if fcntl is None or not path.is_file():
-        yield
-        return
-    with open(path, "rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PyroLVMError(
-                f"run folder {str(run_dir)!r} is being written by a pyro-lvm train; load it once that train has "
-                "finished (or load a copy of the folder)"
-            ) from None
-        yield
 
 
 def _found_data(cfg: Config, run_dir: Path) -> Config:
@@ -96,7 +71,7 @@ def load_run(
     if checkpoint != "last":
         raise PyroLVMError(f"checkpoint {checkpoint!r}: a run folder keeps its last checkpoint only; use 'last'")
     cfg = run_config(run_dir, [*(overrides or []), *([f"train.device={device!r}"] if device else [])], trust_plugins)
-    with _shared_lock(run_dir), torch.random.fork_rng(devices=cuda_devices()):
+    with read_lock(run_dir, create=False, doing="load it"), torch.random.fork_rng(devices=cuda_devices()):
         data = load_dataset(_found_data(cfg, run_dir).data)
         exp = Experiment.from_config(cfg, data)  # the saved paths stay in cfg: the checkpoint's identity has them
         state = RunState.restore(exp, run_dir, rng=False)  # the caller's random streams stay theirs
