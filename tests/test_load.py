@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import re
 
 import numpy as np
@@ -85,6 +86,7 @@ def test_a_train_holding_the_folder_refuses_the_load_and_a_folder_without_a_lock
             (copy / p.name).write_bytes(p.read_bytes())
     pyro_lvm.load(copy)
     assert not (copy / ".lock").exists()  # a read-only open writes no lock file
+    shutil.rmtree(copy)  # the module's other tests see the one run
 
 
 def test_only_the_last_checkpoint_is_kept(trained_run):
