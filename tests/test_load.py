@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import re
+import shutil
 
 import numpy as np
 import pyro
