@@ -20,6 +20,7 @@ from tabulate import tabulate
 from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.errors import Interrupted, PyroLVMError
+from pyro_lvm.runs.files import finished_runs
 
 
 def parameters(exp) -> int:
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([name, parameters(exp), history[-1]["step"], history[-1]["time_s"], res["elbo"].mean,
                          res["log_px"].mean, res["log_px"].stderr])  # fmt: skip
     except Interrupted as stop:  # a signal: the run in progress checkpointed its step
-        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+        finished = ", ".join(finished_runs(Path(args.out))) or "none"
+        print(f"{stop}; finished runs (reused by a rerun): {finished}", file=sys.stderr)
         return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)

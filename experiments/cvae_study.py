@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pyro_lvm.context import scope
 from pyro_lvm.errors import Interrupted, PyroLVMError
+from pyro_lvm.runs.files import finished_runs
 from pyro_lvm.studies.cvae_study import LABEL_VARIANTS, QUADRANT_VARIANTS, label_study, quadrant_study
 
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             label_study(args.config, args.set, out, variants)
     except Interrupted as stop:  # a signal: the run in progress checkpointed its step
-        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+        finished = ", ".join(finished_runs(out)) or "none"
+        print(f"{stop}; finished runs (reused by a rerun): {finished}", file=sys.stderr)
         return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)

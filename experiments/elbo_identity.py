@@ -19,6 +19,7 @@ from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.data.datasets import linear_gaussian_truth
 from pyro_lvm.errors import Interrupted, PyroLVMError
+from pyro_lvm.runs.files import finished_runs
 from pyro_lvm.studies.identity import best_diagonal_kl, elbo_identity_study
 from pyro_lvm.studies.theory_plots import elbo_identity
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         terms = elbo_identity_study(cfg, out, cfg.eval.num_points or 200, cfg.eval.num_samples)
     except Interrupted as stop:  # a signal: the run in progress checkpointed its step
-        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+        finished = ", ".join(finished_runs(Path(args.out))) or "none"
+        print(f"{stop}; finished runs (reused by a rerun): {finished}", file=sys.stderr)
         return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path("runs") / f"label_study_{args.dataset}"
         t0 = time.perf_counter()
         result = label_study(cfg, args.counts or counts, args.draws, cfg.model.aux_weight, baseline_steps, out)
-    except Interrupted as stop:  # a signal: the run in progress checkpointed its step
-        print(f"{stop}; runs that finished are kept", file=sys.stderr)
+    except Interrupted as stop:  # a signal: the study stops after the step in progress
+        print(f"{stop}; this study trains in memory: nothing of it was saved", file=sys.stderr)
         return stop.exit_code
     except PyroLVMError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,6 +3,7 @@ with the resume command; resuming gives the uninterrupted run's tensors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -126,3 +127,14 @@ def test_the_handlers_are_put_back_when_another_callback_fails_at_the_end():
     with pytest.raises(RuntimeError, match="a user's callback failed"):
         train(Experiment.from_config(tiny_config(train={"steps": 3})), callbacks=[FailsAtEnd()])
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_stopped_study_names_the_runs_it_had_finished(tmp_path):
+    from pyro_lvm.runs.files import finished_runs
+
+    for name, last in [("a", 20), ("b/c", 7), ("d", 20)]:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "config.toml").write_text("[train]\nsteps = 20\n")
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"history": [{"step": last}]}))
+    (tmp_path / "d" / "metrics.json").write_text("{not json")  # damaged: not counted
+    assert finished_runs(tmp_path) == ["a"]

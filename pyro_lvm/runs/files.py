@@ -66,3 +66,20 @@ def check_new_run_folder(run_dir: Path, overwrite: bool) -> bool:
             "new or empty folder (--set train.out_dir=OTHER): pyro_lvm never clears other files"
         )
     return False
+
+
+def finished_runs(root: Path) -> list[str]:
+    """The run folders under ``root`` (relative paths) whose metrics reach their config's ``train.steps``: what a
+    study stopped midway had finished (a rerun reuses them)."""
+    import tomllib
+
+    done = []
+    for config in sorted(Path(root).rglob(CONFIG)):
+        try:
+            steps = tomllib.loads(config.read_text())["train"]["steps"]
+            history = json.loads((config.parent / "metrics.json").read_text())["history"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if history and history[-1].get("step") == steps:
+            done.append(str(config.parent.relative_to(root)))
+    return done
