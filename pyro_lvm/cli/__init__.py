@@ -1,4 +1,4 @@
-"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs`` — thin: parse arguments, call the
+"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs | sweep`` — thin: parse arguments, call the
 library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
@@ -113,6 +113,14 @@ def _runs(args: argparse.Namespace) -> None:
     print(format_table(runs_table(args.dirs), args.format))
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.runs_table import format_table
+    from pyro_lvm.studies.sweep import sweep
+
+    rows = sweep(args.config, args.grid, args.seeds, args.set, args.out, args.plugin)
+    print(format_table(rows, args.format))
+
+
 def _compare(args: argparse.Namespace) -> None:
     from pyro_lvm.studies.compare import compare
 
@@ -155,6 +163,7 @@ COMMANDS = {
     "sample": _sample,
     "encode": _encode,
     "runs": _runs,
+    "sweep": _sweep,
 }
 
 

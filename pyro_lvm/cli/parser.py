@@ -131,4 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, or folders holding run folders")
     p.add_argument("--format", choices=["md", "csv", "json"], default="md")
     p.set_defaults(func="runs")
+
+    p = sub.add_parser(
+        "sweep", parents=[common], help="train and evaluate every combination of a grid of config values, then tabulate"
+    )
+    p.add_argument("config", help="TOML config: the values every run shares")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2",
+        help="values of one key (repeatable: the runs are every combination), e.g. --grid model.latent_dim=2,4,8",
+    )
+    p.add_argument("--seeds", type=_count(1000), default=1, help="seeds per combination (train.seed + 0 .. S-1)")
+    p.add_argument("--out", help="sweep folder (default runs/<config stem>_sweep)")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func="sweep")
     return parser

@@ -20,9 +20,8 @@ from tabulate import tabulate
 from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
-from pyro_lvm.runs.files import CHECKPOINT, CONFIG
-from pyro_lvm.studies.report import evaluate_run, sample_run
-from pyro_lvm.studies.run import train_run
+from pyro_lvm.studies.report import sample_run
+from pyro_lvm.studies.run import evaluation, train_or_reuse
 
 LABEL_VARIANTS = {
     "standard_normal": ["prior.name=standard_normal"],
@@ -35,22 +34,6 @@ QUADRANT_VARIANTS = {
     "conditional": ["prior.name=conditional"],
     "conditional_fed": ["prior.name=conditional", "baseline.feed_prior=true"],
 }
-
-
-def train_or_reuse(cfg: Config, run_dir: Path) -> None:
-    """Train ``cfg`` into ``run_dir``: resume (or keep) a run whose saved config is ``cfg``, else start afresh."""
-    saved = run_dir / CONFIG  # its plugins are imported only where they are the study's own (config/trust.py)
-    same = saved.is_file() and config_mod.load(saved, saved=True, plugins=cfg.plugins) == cfg
-    resume = same and (run_dir / CHECKPOINT).is_file()
-    train_run(cfg, run_dir, resume, overwrite=not resume)  # a run of another config: start again
-
-
-def evaluation(run_dir: Path) -> dict:
-    """evaluation.json of the run, recomputed unless it is newer than the checkpoint."""
-    path = run_dir / "evaluation.json"
-    if path.is_file() and path.stat().st_mtime > (run_dir / CHECKPOINT).stat().st_mtime:
-        return json.loads(path.read_text())
-    return evaluate_run(run_dir)
 
 
 def _run(base: Config, run_dir: Path, overrides: list[str]) -> dict:

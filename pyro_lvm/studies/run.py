@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
+from pyro_lvm import config as config_mod
 from pyro_lvm.config import Config
 from pyro_lvm.context import scoped
 from pyro_lvm.evaluation.estimates import guide_distribution, posterior_mean
 from pyro_lvm.models.likelihoods import check_targets
+from pyro_lvm.runs.files import CHECKPOINT, CONFIG
 from pyro_lvm.runs.identity import run_config
 from pyro_lvm.studies import plots
 from pyro_lvm.training import strategies
@@ -88,3 +91,21 @@ def write_figures(exp: Experiment, run_dir: Path, history: list[dict]) -> list[P
     plots.latent_scatter(mean, y, run_dir / "latent.png", "test" if exp.amortized else "training")
     written.append(run_dir / "latent.png")
     return written
+
+
+def train_or_reuse(cfg: Config, run_dir: Path) -> None:
+    """Train ``cfg`` into ``run_dir``: resume (or keep) a run whose saved config is ``cfg``, else start afresh."""
+    saved = run_dir / CONFIG  # its plugins are imported only where they are the study's own (config/trust.py)
+    same = saved.is_file() and config_mod.load(saved, saved=True, plugins=cfg.plugins) == cfg
+    resume = same and (run_dir / CHECKPOINT).is_file()
+    train_run(cfg, run_dir, resume, overwrite=not resume)  # a run of another config: start again
+
+
+def evaluation(run_dir: Path) -> dict:
+    from pyro_lvm.studies.report import evaluate_run  # report opens runs with this module's open_run
+
+    """evaluation.json of the run, recomputed unless it is newer than the checkpoint."""
+    path = run_dir / "evaluation.json"
+    if path.is_file() and path.stat().st_mtime > (run_dir / CHECKPOINT).stat().st_mtime:
+        return json.loads(path.read_text())
+    return evaluate_run(run_dir)

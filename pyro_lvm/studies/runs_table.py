@@ -81,7 +81,8 @@ def runs_table(paths: list[str | Path]) -> list[dict[str, Any]]:
     folders = run_folders(paths)
     rows = [(folder, *run_row(folder)) for folder in folders]
     keys = sorted({k for _, config, _ in rows for k in config})
-    differ = [k for k in keys if len({repr(config.get(k)) for _, config, _ in rows}) > 1]
+    # train.out_dir differs with every folder, which the run column names already
+    differ = [k for k in keys if k != "train.out_dir" and len({repr(config.get(k)) for _, config, _ in rows}) > 1]
     return [{"run": str(folder), **{k: config.get(k) for k in differ}, **metrics} for folder, config, metrics in rows]
 
 
