@@ -44,3 +44,19 @@ def test_without_the_package_one_line_and_nothing_written(tmp_path, monkeypatch)
     with pytest.raises(PyroLVMError, match=r"pip install 'pyro-lvm\[tensorboard\]'") as err:
         train(exp, tmp_path / "run")
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_the_config_and_final_figures_reach_the_hparams_tab(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run = tmp_path / "run"
+    cfg = tiny_config(train={"steps": 20, "eval_every": 10, "tensorboard": True})
+    _, history = train_run(cfg, run)
+    acc = events(run)
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    params = start.session_start_info.hparams
+    assert params["model.latent_dim"].number_value == 2 and params["guide.name"].string_value == "amortized"
+    assert params["model.hidden"].string_value == "[16]"  # a list as its text
+    final = acc.Scalars("hparams/train_elbo")
+    assert final[-1].value == pytest.approx(history[-1]["train_elbo"], rel=1e-6)

@@ -81,7 +81,30 @@ class TensorBoard(Callback):
 
     def on_fit_end(self, fit) -> None:
         if self.log is not None:
+            if fit.finished and self.log.tb is not None and fit.state.history:
+                add_hparams(self.log.tb, fit.exp.cfg, fit.state.history[-1])
             self.log.close()
+
+
+def hparams(cfg) -> dict:
+    """The config as TensorBoard's hparams plugin takes it: ``section.key`` -> a number, a string or a bool (lists
+    and None as their text)."""
+    from pyro_lvm.config import to_dict
+
+    flat = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
+            name = f"{section}.{key}" if key else section
+            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
+    return flat
+
+
+def add_hparams(tb, cfg, row: dict) -> None:
+    """The run's config and final figures (the last metrics row) in TensorBoard's HPARAMS tab, so that runs logged
+    into one ``--logdir`` compare by their settings."""
+    metrics = {f"hparams/{k}": row[k] for k in ("train_elbo", "val_elbo", "train_objective") if k in row}
+    tb.add_hparams(hparams(cfg), metrics, run_name=".", global_step=row["step"])
+    tb.flush()
 
 
 def add_image_grid(tb, tag: str, images: torch.Tensor, image_shape: tuple[int, ...], step: int, nrow: int = 10):
