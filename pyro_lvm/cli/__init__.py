@@ -1,4 +1,4 @@
-"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs | sweep`` — thin: parse arguments, call the
+"""``pyro-lvm train | evaluate | compare | diagnose | sample | encode | runs | sweep | latents`` — thin: parse arguments, call the
 library, print tables.
 
 Every user error is a ``PyroLVMError`` and is printed as one line, ``error: ...``, with exit status 2.
@@ -113,6 +113,16 @@ def _runs(args: argparse.Namespace) -> None:
     print(format_table(runs_table(args.dirs), args.format))
 
 
+def _latents(args: argparse.Namespace) -> None:
+    from pyro_lvm.studies.latent_figures import latent_figures
+
+    pairs = [tuple(pair) for pair in args.interpolate or []]
+    for path in latent_figures(
+        args.run_dir, args.split, pairs, args.traverse, args.steps, args.span, args.set, args.trust_plugins
+    ):
+        print(f"wrote {path}")
+
+
 def _sweep(args: argparse.Namespace) -> None:
     from pyro_lvm.studies.runs_table import format_table
     from pyro_lvm.studies.sweep import sweep
@@ -164,6 +174,7 @@ COMMANDS = {
     "encode": _encode,
     "runs": _runs,
     "sweep": _sweep,
+    "latents": _latents,
 }
 
 

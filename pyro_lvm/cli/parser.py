@@ -133,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="runs")
 
     p = sub.add_parser(
+        "latents", parents=[common, opening], help="interpolation and traversal figures of a VAE's latent space"
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument(
+        "--interpolate", nargs=2, type=_count(10**9, low=0), action="append", metavar=("I", "J"),
+        help="rows I and J of the split: decoder means along the line between their posterior means (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--traverse", type=_count(10**9, low=0), metavar="I", help="row I: each latent dimension in turn")
+    p.add_argument("--steps", type=_count(100, low=2), default=8, help="images per row")
+    p.add_argument("--span", type=float, default=3.0, help="traversal values from -SPAN to SPAN")
+    p.set_defaults(func="latents")
+
+    p = sub.add_parser(
         "sweep", parents=[common], help="train and evaluate every combination of a grid of config values, then tabulate"
     )
     p.add_argument("config", help="TOML config: the values every run shares")
