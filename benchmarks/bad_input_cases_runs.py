@@ -100,7 +100,7 @@ def _run_folders() -> list[Case]:
         run("sample --condition on a VAE", ["sample", "run", "--condition", "3"], contains="label CVAE"),
         run("diagnose a run and a garbage folder", ["diagnose", "run", "junk", "--nuts-points", "0"],
             setup=writes({"junk/config.toml": b"\xff"})),
-        run("diagnose --out under a file", ["diagnose", "run", "--nuts-points", "0", "--num-samples", "20",
+        run("diagnose --out under a file", ["diagnose", "run", "--nuts-points", "0", "--num-samples", "30",
             "--out", "c.toml/out"]),
         Case(r, "resume ''", ["train", "--resume", ""]),
         Case(r, "resume a file", ["train", "--resume", "c.toml"], contains="not a run folder"),

@@ -75,6 +75,9 @@ VALID = {  # the positional arguments that make each command's argv valid
     "evaluate": [["run"]],
     "sample": [["run"]],
     "encode": [["run", "--out", "z.npz"]],
+    "latents": [["run", "--traverse", "0"], ["run", "--interpolate", "0", "1"]],
+    "sweep": [["c.toml", "--grid", "model.latent_dim=1,2", "--out", "sw"]],
+    "runs": [["run"]],
     "compare": [["c.toml"]],
     "diagnose": [["run", "--nuts-points", "0"], ["run", "run", "--nuts-points", "0"]],
 }

@@ -52,7 +52,7 @@ def planted(trained, tmp_path, monkeypatch):
 COMMANDS = [
     ["evaluate", "run", *EVAL],
     ["sample", "run", "--num", "4"],
-    ["diagnose", "run", "--nuts-points", "0", "--num-points", "2", "--num-samples", "10"],
+    ["diagnose", "run", "--nuts-points", "0", "--num-points", "2", "--num-samples", "30"],
     ["train", "--resume", "run", "--set", "train.steps=3"],
 ]
 
