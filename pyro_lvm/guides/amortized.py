@@ -34,8 +34,10 @@ class SemiAmortizedOptions(AmortizedOptions):
 
 
 def encoder_cost(opts, *, latent_dim: int, num_features: int, cond_dim: int, **_: object) -> Cost:
-    """The encoder (x, c) -> (loc, scale) of z's memory, for the check before it is built."""
-    return network_cost(opts.net, [num_features + cond_dim, *opts.hidden, 2 * latent_dim])
+    """The encoder (x, c) -> (loc, scale) of z's memory, for the check before it is built; also the estimate of a
+    user's guide that names no cost (from ``net`` / ``hidden`` where its options have them)."""
+    hidden = getattr(opts, "hidden", [])
+    return network_cost(getattr(opts, "net", None), [num_features + cond_dim, *hidden, 2 * latent_dim])
 
 
 @GUIDES.register("amortized", AmortizedOptions, memory=encoder_cost)

@@ -49,12 +49,13 @@ class StandardNormalPrior(PyroModule):
 
 def network_prior_cost(opts, *, latent_dim: int, cond_dim: int, **_: object) -> Cost:
     """The prior network c -> (loc, scale) of z (its activations are few beside the decoder's: not counted)."""
-    return Cost(network_cost(opts.net, [cond_dim, *opts.hidden, 2 * latent_dim]).parameters)
+    net = network_cost(getattr(opts, "net", None), [cond_dim, *getattr(opts, "hidden", []), 2 * latent_dim])
+    return Cost(net.parameters)
 
 
 def mixture_cost(opts, *, latent_dim: int, num_features: int, **_: object) -> Cost:
     """Each component's loc, scale and weight (and a VampPrior's pseudo-input)."""
-    return Cost(opts.num_components * (2 * latent_dim + 1 + num_features))
+    return Cost(getattr(opts, "num_components", 0) * (2 * latent_dim + 1 + num_features))
 
 
 @PRIORS.register("conditional", ConditionalOptions, memory=network_prior_cost)

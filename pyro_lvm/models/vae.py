@@ -108,8 +108,10 @@ def broadcast_cat(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
 
 
 def decoder_cost(opts, *, latent_dim: int, num_features: int, cond_dim: int, **_: object) -> Cost:
-    """The decoder f: (z, c) -> x's memory (``pyro_lvm.resources.Cost``), for the check before it is built."""
-    return network_cost(opts.net, [latent_dim + cond_dim, *opts.hidden, num_features])
+    """The decoder f: (z, c) -> x's memory (``pyro_lvm.resources.Cost``), for the check before it is built; also the
+    estimate of a user's model that names no cost (from ``net`` / ``hidden`` where its options have them)."""
+    hidden = getattr(opts, "hidden", [])
+    return network_cost(getattr(opts, "net", None), [latent_dim + cond_dim, *hidden, num_features])
 
 
 @MODELS.register("vae", VAEOptions, memory=decoder_cost)

@@ -18,29 +18,20 @@ from pyro_lvm.data.conditions import Condition
 from pyro_lvm.data.labelled import labelled_mask
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides import build_guide
-from pyro_lvm.models.vae import build_model
+from pyro_lvm.guides.amortized import encoder_cost
+from pyro_lvm.models.priors import mixture_cost, network_prior_cost
+from pyro_lvm.models.vae import build_model, decoder_cost
 from pyro_lvm.registry import GUIDES, MODELS, OPTIMS, PRIORS
-from pyro_lvm.resources import Cost, network_cost, require
+from pyro_lvm.resources import Cost, require
 from pyro_lvm.seeding import seeded
 from pyro_lvm.training.recipes import recipe_for
 from pyro_lvm.training.strategies.ddp import shard, shards_rows, table_names
 from pyro_lvm.training.strategies.devices import resolve_device
 
 
-# A component that names no cost (a user's) is estimated from the options it shares with the built-ins, if any.
-def _decoder(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
-    return network_cost(getattr(opts, "net", None), [latent_dim + cond_dim, *getattr(opts, "hidden", []), num_features])
-
-
-def _encoder(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
-    return network_cost(
-        getattr(opts, "net", None), [num_features + cond_dim, *getattr(opts, "hidden", []), 2 * latent_dim]
-    )
-
-
-def _prior(opts, *, latent_dim, num_features, cond_dim, **_) -> Cost:
-    net = network_cost(getattr(opts, "net", None), [cond_dim, *getattr(opts, "hidden", []), 2 * latent_dim])
-    return Cost(net.parameters + getattr(opts, "num_components", 0) * (2 * latent_dim + 1 + num_features))
+def _prior_guess(opts, **sizes) -> Cost:
+    """A user's prior that names no cost: its network and mixture components, where its options have them."""
+    return Cost(network_prior_cost(opts, **sizes).parameters + mixture_cost(opts, **sizes).parameters)
 
 
 def _check_memory(
@@ -51,7 +42,8 @@ def _check_memory(
     the memory of the device they will live on, before anything is built."""
     D = cfg.model.latent_dim
     sizes = {"latent_dim": D, "num_features": num_features, "cond_dim": cond_dim, "num_data": num_data}
-    parts = ((MODELS, cfg.model, _decoder), (GUIDES, cfg.guide, _encoder), (PRIORS, cfg.prior, _prior))
+    # a component that names no cost (a user's) is estimated as the built-ins are, from the options it shares
+    parts = ((MODELS, cfg.model, decoder_cost), (GUIDES, cfg.guide, encoder_cost), (PRIORS, cfg.prior, _prior_guess))
     costs = [registry.trait(opts.name, "memory", guess)(opts, **sizes) for registry, opts, guess in parts]
     count = sum(c.parameters for c in costs)
     widths = num_features + D + sum(c.widths for c in costs)
