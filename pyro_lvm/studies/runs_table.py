@@ -15,8 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from pyro_lvm.errors import PyroLVMError
-
-CONFIG = "config.toml"
+from pyro_lvm.runs.files import CONFIG
 
 
 def run_folders(paths: list[str | Path]) -> list[Path]:
