@@ -45,15 +45,22 @@ step 60 "CLI train digits on cuda" $py -m pyro_lvm train experiments/digits_vae.
   --set train.progress=false --set train.out_dir=/tmp/runs/digits_cuda
 $py -c "import json; h=json.load(open('/tmp/runs/digits_cuda/metrics.json'))['history'][-1]; print('digits', h)" \
   >>"$log" 2>&1
-step 60 "VAE step ratio" $py benchmarks/vae_step.py --device cuda --batch 128 1024 --elbos trace mean_field \
-  --rounds 5 --steps 20
+step 60 "CLI train digits on cuda, graph step" $py -m pyro_lvm train experiments/digits_vae.toml --set train.device=cuda \
+  --set train.step=graph --set train.progress=false --set train.out_dir=/tmp/runs/digits_graph
+$py -c "import json; m=json.load(open('/tmp/runs/digits_graph/metrics.json')); print('digits graph', m['elbo_path'], \
+  m['history'][-1])" >>"$log" 2>&1
+step 120 "VAE step ratio" $py benchmarks/vae_step.py --device cuda --batch 128 1024 --elbos trace mean_field \
+  --jit auto pure graph --compiled-ref --graph-ref --rounds 5 --steps 20
 step 45 "IWAE throughput" $py benchmarks/iwae_eval.py --device cuda --points 320 --batch 64 --chunk 1000
-for b in 128 1024; do
-  s=$((55000 / b + 1))
-  step 45 "Fashion-MNIST epoch, batch $b" $py -m pyro_lvm train experiments/fashion_mnist_cremer.toml "${fm[@]}" \
-    --set train.batch_size=$b --set train.steps=$s --set train.eval_every=$s --set train.out_dir=/tmp/runs/fm_$b
-  $py -c "import json; h=json.load(open('/tmp/runs/fm_$b/metrics.json'))['history'][-1]; print('fm $b', h)" \
-    >>"$log" 2>&1
+for kind in eager graph; do
+  for b in 128 1024; do
+    s=$((55000 / b + 1))
+    step 45 "Fashion-MNIST epoch, batch $b, $kind step" $py -m pyro_lvm train experiments/fashion_mnist_cremer.toml \
+      "${fm[@]}" --set train.step=$kind --set train.batch_size=$b --set train.steps=$s --set train.eval_every=$s \
+      --set train.out_dir=/tmp/runs/fm_${kind}_$b
+    $py -c "import json; h=json.load(open('/tmp/runs/fm_${kind}_$b/metrics.json'))['history'][-1]; print('fm $b $kind', h)" \
+      >>"$log" 2>&1
+  done
 done
 step 400 "reduced gap decomposition" $py -m pyro_lvm compare experiments/fashion_mnist_cremer.toml "${fm[@]}" \
   --set train.steps=20000 --set train.eval_every=20000 --set "compare.guides=['amortized']" --set "compare.guide_options={}" \

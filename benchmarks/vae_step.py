@@ -16,8 +16,14 @@ ratios. ``--memory`` adds the peak RSS (CPU) or peak CUDA memory of each method,
 
 ``--fused`` gives both sides torch's fused Adam kernel (ours: ``optim.fused = true``).
 
-    python benchmarks/vae_step.py [--batch 128 1024] [--elbos trace mean_field renyi] [--jit auto off]
+    python benchmarks/vae_step.py [--batch 128 1024] [--elbos trace mean_field renyi]
+        [--jit auto off pure compiled graph] [--compiled-ref] [--graph-ref]
         [--device cpu] [--rounds 10] [--steps 20] [--memory] [--fused]
+
+``--jit`` picks the step kinds: ``auto``/``off`` (the eager step through Pyro's JIT, or plain), ``pure`` and
+``compiled`` (``train.step = "traced"`` / ``"compiled"``: the pure step function, pyro_lvm/infer/pure.py) and
+``graph`` (``train.step = "graph"``, CUDA). ``--compiled-ref`` adds the hand-written step through torch.compile,
+``--graph-ref`` (CUDA) the hand-written step captured as a CUDA graph, as further references.
 """
 
 from __future__ import annotations
@@ -40,13 +46,27 @@ from pyro_lvm import config
 from pyro_lvm.context import scope
 from pyro_lvm.data import Dataset, Split
 from pyro_lvm.infer.elbos import loss_and_backward
+from pyro_lvm.infer.pure import PureStep
 from pyro_lvm.nn.nets import GaussianHead, mlp
 from pyro_lvm.training.experiment import Experiment
+from pyro_lvm.training.strategies.graph import GraphStrategy
 
 N, P, H, D = 60_000, 784, 400, 50
 LOG_2PI = math.log(2 * math.pi)
 REFERENCE = {"trace": "hand: MC KL", "mean_field": "hand: analytic KL", "renyi": "hand: IWAE"}
 JIT_OFF = " (jit off)"  # a method name's suffix: the plain Pyro ELBO
+PURE = " (pure)"  # the traced pure step (pyro_lvm.infer.pure), train.step = "traced"
+COMPILED = " (pure, compiled)"  # the same, through torch.compile: train.step = "compiled"
+GRAPH = " (CUDA graph)"  # the pure step and the update captured as one CUDA graph: train.step = "graph"
+SUFFIXES = {"off": JIT_OFF, "auto": "", "pure": PURE, "compiled": COMPILED, "graph": GRAPH}
+HAND_COMPILED = " + torch.compile"  # a reference's suffix: the hand-written loss through torch.compile
+HAND_GRAPH = " + CUDA graph"  # a reference's suffix: the hand-written step (and Adam) captured as a CUDA graph
+
+
+def base_name(method: str) -> str:
+    for suffix in (JIT_OFF, COMPILED, PURE, GRAPH, HAND_COMPILED, HAND_GRAPH):
+        method = method.removesuffix(suffix)
+    return method
 
 
 def hand_log_weights(decoder: nn.Module, x: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, eps: torch.Tensor):
@@ -111,9 +131,10 @@ def child_peak(cmd: list[str]) -> float:
 
 
 def library_step(method: str, batch: int, particles: int, data: torch.Tensor, device: str, fused: bool = False):
-    """``method``: an ELBO name (``elbo.jit = 'auto'``, the default) or one with the JIT_OFF suffix."""
-    elbo = method.removesuffix(JIT_OFF)
-    jit = "off" if method.endswith(JIT_OFF) else "auto"
+    """``method``: an ELBO name (``elbo.jit = 'auto'``) or one with a suffix of SUFFIXES."""
+    elbo = base_name(method)
+    pure = method.endswith((PURE, COMPILED, GRAPH))
+    jit = "off" if method.endswith(JIT_OFF) or pure else "auto"
     cfg = config.from_dict(
         {
             "model": {"latent_dim": D, "hidden": [H]},
@@ -128,24 +149,83 @@ def library_step(method: str, batch: int, particles: int, data: torch.Tensor, de
     exp = Experiment.from_config(cfg, Dataset("random", tiny, tiny, tiny, (28, 28), 1, True))
     g = torch.Generator().manual_seed(1)
 
+    if method.endswith(GRAPH):
+        return graph_step(exp, batch, data, g)
+    pure_step = PureStep(exp.elbo, exp.model, exp.guide, compile=method.endswith(COMPILED)) if pure else None
+
     def step() -> None:
         idx = torch.randint(0, N, (batch,), generator=g).to(data.device)
         exp.optim.zero_grad()
-        loss_and_backward(exp.elbo, exp.model, exp.guide, data[idx], None, idx=idx, num_data=N)
+        if pure_step is None:
+            loss_and_backward(exp.elbo, exp.model, exp.guide, data[idx], None, idx=idx, num_data=N)
+        elif pure_step(data[idx], None, idx=idx, num_data=N) is None:
+            raise RuntimeError(f"{method}: {pure_step.failure}")
         exp.optim.step()
 
     return step
 
 
+def graph_step(exp: Experiment, batch: int, data: torch.Tensor, g: torch.Generator):
+    """The library's ``graph`` strategy driven on the benchmark's batches (its plate size set to the data's N)."""
+    strategy = GraphStrategy(exp, exp.recipe)
+    strategy.num_data = N
+
+    def step() -> None:
+        idx = torch.randint(0, N, (batch,), generator=g).to(data.device)
+        strategy.zero_grad()
+        strategy.step_on(data[idx], None, idx, 1.0)
+        strategy.update()
+        if strategy.eager_reason is not None:
+            raise RuntimeError(f"graph step: {strategy.eager_reason}")
+
+    return step
+
+
+def hand_graph_step(kind: str, batch: int, particles: int, data: torch.Tensor):
+    """PyTorch's whole-network capture: static batch buffer, loss, backward and a capturable Adam in one graph."""
+    vae = HandVAE().to(data.device)
+    optim = torch.optim.Adam(vae.parameters(), lr=1e-3, capturable=True)
+    g = torch.Generator().manual_seed(1)
+    static_x = data[:batch].clone()
+
+    def run() -> None:
+        optim.zero_grad(set_to_none=False)
+        vae.loss(static_x, kind, particles).backward()
+        optim.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+
+    def step() -> None:
+        idx = torch.randint(0, N, (batch,), generator=g).to(data.device)
+        static_x.copy_(data[idx])
+        graph.replay()
+
+    return step
+
+
 def hand_step(kind: str, batch: int, particles: int, data: torch.Tensor, fused: bool = False):
+    """The hand-written step; a ``kind`` ending in HAND_COMPILED runs its loss and backward through torch.compile
+    (inductor): the fastest honest CPU step we know how to write."""
+    if kind.endswith(HAND_GRAPH):
+        return hand_graph_step(kind.removesuffix(HAND_GRAPH), batch, particles, data)
     vae = HandVAE().to(data.device)
     optim = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused or None)
     g = torch.Generator().manual_seed(1)
+    loss = torch.compile(vae.loss, fullgraph=True) if kind.endswith(HAND_COMPILED) else vae.loss
+    kind = kind.removesuffix(HAND_COMPILED)
 
     def step() -> None:
         idx = torch.randint(0, N, (batch,), generator=g).to(data.device)
         optim.zero_grad()
-        vae.loss(data[idx], kind, particles).backward()
+        loss(data[idx], kind, particles).backward()
         optim.step()
 
     return step
@@ -158,17 +238,17 @@ def method_names(elbos: list[str], jits: list[str]) -> list[str]:
         if elbo == "renyi":
             names.append(elbo)
         else:
-            names += [elbo + (JIT_OFF if jit == "off" else "") for jit in jits]
+            names += [elbo + SUFFIXES[jit] for jit in jits]
     return names
 
 
-def methods(names: list[str], batch: int, particles: int, data: torch.Tensor, device: str, fused: bool) -> dict:
+def methods(names: list[str], batch: int, particles: int, data: torch.Tensor, device: str, fused: bool, refs) -> dict:
     steps = {}
     for name in names:
         steps[name] = library_step(name, batch, particles, data, device, fused)
-        ref = REFERENCE[name.removesuffix(JIT_OFF)]
-        if ref not in steps:
-            steps[ref] = hand_step(ref, batch, particles, data, fused)
+        for ref in refs(name):
+            if ref not in steps:
+                steps[ref] = hand_step(ref, batch, particles, data, fused)
     return steps
 
 
@@ -226,7 +306,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--elbos", nargs="+", default=list(REFERENCE))
-    parser.add_argument("--jit", nargs="+", default=["auto", "off"], choices=["auto", "off"])
+    parser.add_argument(
+        "--jit",
+        nargs="+",
+        default=["auto", "off"],
+        choices=list(SUFFIXES),
+        help="step kinds: "
+        "auto (Pyro's JIT), off (plain Pyro), pure (train.step = traced), compiled (train.step = compiled)",
+    )
+    parser.add_argument("--compiled-ref", action="store_true", help="also the hand-written step via torch.compile")
+    parser.add_argument("--graph-ref", action="store_true", help="also the hand-written step as a CUDA graph")
     parser.add_argument("--particles", type=int, default=5, help="K of the renyi/IWAE rows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=10)
@@ -242,12 +331,18 @@ def main() -> None:
     data = make_data(torch.device(args.device))
     rows = []
     names = method_names(args.elbos, args.jit)
+
+    def refs(name: str) -> list[str]:
+        ref = REFERENCE[base_name(name)]
+        extra = [ref + HAND_COMPILED] if args.compiled_ref else []
+        extra += [ref + HAND_GRAPH] if args.graph_ref else []
+        return [ref] + (extra if ref != REFERENCE["renyi"] else [])
+
     for batch in args.batch:
-        steps = methods(names, batch, args.particles, data, args.device, args.fused)
+        steps = methods(names, batch, args.particles, data, args.device, args.fused, refs)
         times = time_methods(steps, args.rounds, args.steps, args.device)
         medians = {name: statistics.median(t) for name, t in times.items()}
-        for name in names:
-            ref = REFERENCE[name.removesuffix(JIT_OFF)]
+        for name, ref in [(m, r) for m in names for r in refs(m)]:
             row = [batch, name, ref, 1e3 * medians[name], 1e3 * medians[ref], medians[name] / medians[ref]]
             row.append(ratio_spread(times[name], times[ref]))
             if args.memory:

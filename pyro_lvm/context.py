@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import pyro
@@ -57,3 +58,23 @@ def scoped(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+_TRACING: ContextVar[bool] = ContextVar("pyro_lvm_tracing", default=False)
+
+
+def host_checks() -> bool:
+    """False while a training step is traced into a pure function (``pyro_lvm.infer.pure``): a check that reads a
+    tensor's value on the host (an index range, a target's values) cannot be part of a graph, and the traced step's
+    inputs are valid by construction. Our components run such checks only when this is True."""
+    return not _TRACING.get()
+
+
+@contextmanager
+def tracing() -> Iterator[None]:
+    """``host_checks()`` is False until the block ends (this context only: a ``ContextVar``)."""
+    token = _TRACING.set(True)
+    try:
+        yield
+    finally:
+        _TRACING.reset(token)

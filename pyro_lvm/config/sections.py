@@ -29,6 +29,10 @@ class TrainConfig(_Section):
     kl_warmup_steps: int = Field(0, ge=0)  # beta rises linearly from 0 to 1 over these steps
     pyro_validation: bool = False  # Pyro's distribution validation: on in tests, about 9% slower when on
     device: str = "cpu"
+    # how a step is taken: eager (the Pyro program, through Pyro's JIT where elbo.jit allows), traced (the step
+    # recorded once as a pure torch function and replayed), compiled (that function through torch.compile),
+    # graph (CUDA: the step and the optimiser captured in one CUDA graph); auto: eager (benchmarks/README.md)
+    step: Literal["auto", "eager", "traced", "compiled", "graph"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     out_dir: str | None = Field(None, min_length=1)  # default runs/<config stem>
     progress: bool = True

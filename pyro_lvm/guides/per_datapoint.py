@@ -12,6 +12,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_lvm.context import host_checks
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.guides.local import MIN_SCALE, sample_z
 from pyro_lvm.models.vae import data_plate
@@ -58,7 +59,7 @@ class PerDatapointGuide(PyroModule):
                 f"the per_datapoint guide holds {self.num_data} rows but num_data={num_data}; "
                 "build it for the dataset it is trained on"
             )
-        if idx.numel() and int(idx.max()) >= self.num_data:
+        if host_checks() and idx.numel() and int(idx.max()) >= self.num_data:
             raise PyroLVMError(
                 f"index {int(idx.max())} is out of range for a per_datapoint guide of {self.num_data} rows; "
                 "its dataset does not match the one it was built for"

@@ -64,7 +64,8 @@ class RenyiObjective:
 
     def log_weights(self, model, guide, x, c=None, *, idx=None, num_data=None, beta=1.0) -> torch.Tensor:
         """Unscaled log w_k(x_b) of K fresh draws, (K, B); differentiable (pathwise)."""
-        K, B, beta = self.num_particles, x.shape[0], float(beta)
+        K, B = self.num_particles, x.shape[0]
+        beta = beta if isinstance(beta, torch.Tensor) else float(beta)  # a tensor in a traced step
         kwargs = dict(idx=idx, num_data=num_data, beta=1.0)  # beta is applied here, to unscaled log-densities
 
         def one() -> torch.Tensor:

@@ -95,6 +95,11 @@ class SemiSupervisedObjective:
             )
         return loss
 
+    def structure(self, x, c=None) -> int:
+        """What shapes this objective's program beyond the inputs' shapes: the number of labelled rows (a traced
+        step keeps one graph per count, ``pyro_lvm.infer.pure``)."""
+        return 0 if c is None else int((c.sum(-1) > 0).sum())
+
     def _enumerates(self) -> bool:
         elbo = getattr(self.unlabelled, "plain", self.unlabelled)
         return isinstance(elbo, infer.TraceEnum_ELBO)

@@ -19,7 +19,6 @@ import pyro.distributions as dist
 import torch
 from pydantic import Field
 from pyro import poutine
-from torch.nn import functional as F
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.models.vae import VAE, ModelOptions, broadcast_cat, data_plate, decoder_cost
@@ -33,8 +32,10 @@ class M2Options(ModelOptions):
 
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """(..., ) labels -> (..., K); an enumerated y of shape (K, 1) gives (K, 1, K)."""
-    return F.one_hot(y, num_classes).to(dtype)
+    """(..., ) labels -> (..., K); an enumerated y of shape (K, 1) gives (K, 1, K). A comparison with arange, not
+    ``F.one_hot``, whose range check reads the labels on the host (no graph can hold it: ``pyro_lvm.infer.pure``);
+    labels are checked against K when the data are loaded."""
+    return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(dtype)
 
 
 @MODELS.register("m2", M2Options, recipe="semi_supervised", memory=decoder_cost)

@@ -15,7 +15,7 @@ from pyro_lvm.runs.files import CONFIG
 NOT_IDENTITY = {"data.root", "data.download", "guide.refine_steps", "guide.refine_lr", "guide.refine_backprop"}
 IDENTITY_SECTIONS = ("data", "model", "prior", "likelihood", "guide")
 # train.*: the trajectory, for resumes only
-RESUME_IDENTITY = ("seed", "batch_size", "dtype", "kl_warmup_steps", "micro_batches")
+RESUME_IDENTITY = ("seed", "batch_size", "dtype", "kl_warmup_steps", "micro_batches", "step")
 
 
 def identity(cfg: Config) -> dict:

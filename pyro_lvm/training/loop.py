@@ -57,14 +57,15 @@ def fit(exp: Any, strategy: Strategy, callbacks: Sequence[Callback], state: RunS
         state.start_stream()
         t0 = time.perf_counter() - state.elapsed
         while state.step < cfg.steps:
-            exp.optim.zero_grad()
+            strategy.zero_grad()
             run.beta = kl_beta(state.step, cfg.kl_warmup_steps)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Encountered NaN")
                 value, bound = strategy.step(state.step, run.beta)  # the loss, and the bound at beta = 1 per datapoint
+                # (floats; device tensors for a deferred step kind)
             for cb in callbacks:
                 cb.before_update(run, value)
-            exp.optim.step()
+            strategy.update()
             state.step += 1
             window.append((-value / n, bound))
             run.elapsed = time.perf_counter() - t0
@@ -76,8 +77,9 @@ def fit(exp: Any, strategy: Strategy, callbacks: Sequence[Callback], state: RunS
                 row = {
                     "step": state.step,
                     "epoch": state.step / steps_per_epoch,
-                    "train_elbo": sum(b for _, b in window) / len(window),
-                    "train_objective": sum(o for o, _ in window) / len(window),
+                    # float(): a deferred step's values are device tensors, read here and not per step
+                    "train_elbo": float(sum(b for _, b in window)) / len(window),
+                    "train_objective": float(sum(o for o, _ in window)) / len(window),
                     "beta": run.beta,
                     "time_s": time.perf_counter() - t0,
                 }

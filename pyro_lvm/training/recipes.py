@@ -78,7 +78,7 @@ class SemiSupervisedRecipe(Recipe):
     its own size; its validation sums the label out. Chunks would cut the plain batch order, so one process."""
 
     name = "semi_supervised"
-    strategies = ("single",)
+    strategies = ("single", "traced", "compiled", "graph")  # the batch in one piece
 
     def objective(self, cfg: Any, data: Any, model: Any) -> Any:
         from pyro_lvm.infer.semi_supervised import SemiSupervisedObjective

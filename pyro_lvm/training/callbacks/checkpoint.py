@@ -24,7 +24,8 @@ class Checkpoint(Callback):
     def on_checkpoint(self, fit) -> None:
         exp, state = fit.exp, fit.state
         # compiled or plain, and why (set every time: a resume may have changed elbo.jit)
-        state.summary["elbo_path"] = getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
+        path = getattr(fit.strategy, "path", None) or getattr(exp.elbo, "path", f"{exp.cfg.elbo.name}, plain")
+        state.summary["elbo_path"] = path
         whole = fit.strategy.consolidate(state.state_dict(exp))  # lead: every rank's rows; others: None
         bad = whole and checkpoint.first_nonfinite(checkpoint.tensors(whole))
         if bad:  # never save a poisoned state over the last good one

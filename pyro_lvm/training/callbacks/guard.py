@@ -1,5 +1,6 @@
 """The non-finite guard: a NaN or infinite loss or gradient (checked every step, before the update) stops the run,
-naming the step and the tensor; the last checkpoint stays as it was."""
+naming the step and the tensor; the last checkpoint stays as it was. A deferred step kind (a CUDA graph, which
+updates inside the step) is checked at every row and checkpoint instead, naming the window of steps."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class NonFiniteGuard(Callback):
         self.grads_finite = gradient_check(fit.exp)
 
     def before_update(self, fit, value: float) -> None:
+        if fit.strategy.deferred:  # its values stay on the device: checked at rows and checkpoints
+            return
         step = fit.state.step + 1
         if not math.isfinite(value):
             last = f"step {fit.state.saved_step}" if fit.state.saved_step is not None else "none written yet"
@@ -59,3 +62,16 @@ class NonFiniteGuard(Callback):
         bad = self.grads_finite()
         if bad is not None:
             stop_nonfinite(step, "gradient", bad, fit)
+
+    def on_row(self, fit, row: dict) -> None:
+        self._deferred(fit)
+
+    def on_checkpoint(self, fit) -> None:
+        self._deferred(fit)
+
+    def _deferred(self, fit) -> None:
+        """A deferred step kind updated inside its step: a non-finite value stops the run naming the window of
+        steps, before the row joins the history and before anything is saved (the checkpoint refuses it too)."""
+        window = fit.strategy.nonfinite_since(fit.state.step) if fit.strategy.deferred else None
+        if window is not None:
+            stop_nonfinite(fit.state.step, "loss or gradient", f"in {window}", fit)

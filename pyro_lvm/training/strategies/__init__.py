@@ -1,7 +1,9 @@
-"""Step strategies: how a training step is taken. ``single`` (one process, the batch in one piece) and ``chunked``
-(the batch in ``train.micro_batches`` chunks, and the ranks of a torchrun job under DDP) are built in; a new step kind
-is one file with a ``Strategy`` subclass, registered with ``register_strategy``. ``select`` picks the built-in one a
-run's settings ask for; ``fit`` takes any."""
+"""Step strategies: how a training step is taken. Built in: ``single`` (one process, the batch in one piece),
+``chunked`` (the batch in ``train.micro_batches`` chunks, and the ranks of a torchrun job under DDP), ``traced`` and
+``compiled`` (the step as a pure torch function, ``train.step``), ``graph`` (that function and the update as one
+CUDA graph). A new step kind is one file with a ``Strategy``
+subclass, registered with ``register_strategy``. ``select`` picks the built-in one a run's settings ask for; ``fit``
+takes any."""
 
 from __future__ import annotations
 
@@ -11,9 +13,14 @@ from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.training.strategies.base import Strategy
 from pyro_lvm.training.strategies.chunked import ChunkedStrategy
 from pyro_lvm.training.strategies.ddp import Ranks
+from pyro_lvm.training.strategies.graph import GraphStrategy
 from pyro_lvm.training.strategies.single import SingleStrategy
+from pyro_lvm.training.strategies.traced import CompiledStrategy, TracedStrategy
 
-STRATEGIES: dict[str, type[Strategy]] = {"single": SingleStrategy, "chunked": ChunkedStrategy}
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (SingleStrategy, ChunkedStrategy, TracedStrategy, CompiledStrategy, GraphStrategy)
+}
+AUTO_STEP = "eager"  # train.step = "auto" (benchmarks/README.md, "Pure step")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
@@ -31,8 +38,18 @@ def ranks() -> Ranks:
 
 
 def select(exp: Any) -> str:
-    """The built-in strategy for ``exp``'s settings: chunked for micro-batches or several ranks, else single."""
-    return "chunked" if exp.cfg.train.micro_batches > 1 or Ranks().size > 1 else "single"
+    """The built-in strategy for ``exp``'s settings: ``train.step`` (auto: AUTO_STEP); an eager step is chunked
+    for micro-batches or several ranks, else single."""
+    kind = exp.cfg.train.step if exp.cfg.train.step != "auto" else AUTO_STEP
+    pieces = exp.cfg.train.micro_batches > 1 or Ranks().size > 1
+    if kind == "eager":
+        return "chunked" if pieces else "single"
+    if pieces:
+        raise PyroLVMError(
+            f"train.step = {kind!r} takes each batch in one piece in one process: set train.micro_batches = 1 "
+            "and drop --nproc, or use train.step = 'eager'"
+        )
+    return kind
 
 
 def build(exp: Any, name: str | None = None) -> Strategy:
@@ -44,4 +61,4 @@ def build(exp: Any, name: str | None = None) -> Strategy:
     return STRATEGIES[name](exp, exp.recipe)
 
 
-__all__ = ["STRATEGIES", "Ranks", "Strategy", "build", "ranks", "register_strategy", "select"]
+__all__ = ["AUTO_STEP", "STRATEGIES", "Ranks", "Strategy", "build", "ranks", "register_strategy", "select"]

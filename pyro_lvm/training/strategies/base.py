@@ -16,6 +16,9 @@ class Strategy:
     name = "base"
     num_data: int
     batches: Any
+    # True for a step kind whose step() returns device tensors (loss, bound) that are read only at the loop's rows
+    # and checkpoints; it then reports non-finite values there (``nonfinite_since``), not per step
+    deferred = False
 
     def __init__(self, exp: Any, recipe: Any) -> None:
         self.exp, self.recipe, self.ranks = exp, recipe, Ranks()
@@ -32,6 +35,18 @@ class Strategy:
     def step(self, step: int, beta: float) -> tuple[float, float]:
         """Step ``step``'s loss (its gradients accumulated into ``.grad``) and the bound at β = 1 per datapoint."""
         raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        """Before each step."""
+        self.exp.optim.zero_grad()
+
+    def update(self) -> None:
+        """After each step and the callbacks' checks: the optimiser's update (a step kind may have made it)."""
+        self.exp.optim.step()
+
+    def nonfinite_since(self, step: int) -> str | None:
+        """A deferred step kind: the window of steps with a non-finite loss or gradient since the last call."""
+        return None
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on one of them (a time budget, a stop request)."""
