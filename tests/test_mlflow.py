@@ -130,6 +130,15 @@ def test_the_file_store_is_one_line_unless_mlflow_allows_it_and_then_holds_the_r
     assert values == pytest.approx([row["train_elbo"] for row in history], rel=1e-6)
 
 
+@needs_mlflow
+def test_a_store_that_does_not_open_is_one_line_before_any_run_folder(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    cfg = tiny_config(train={"mlflow": True, "mlflow_uri": f"sqlite:///{tmp_path / 'a_file' / 'm.db'}"})
+    with pytest.raises(PyroLVMError, match="does not open .*check train.mlflow_uri") as err:
+        train(Experiment.from_config(cfg), tmp_path / "run")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
 def test_nothing_is_imported_or_written_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # any import of mlflow would fail
     monkeypatch.chdir(tmp_path)

@@ -113,6 +113,12 @@ def client(uri: str):
         raise PyroLVMError(
             f"MLflow store {uri!r}: {message.splitlines()[0] if message else type(err).__name__}"
         ) from None
+    except Exception as err:  # noqa: BLE001 - a store that does not open (a sqlite file in a missing folder, ...)
+        summary = str(err).splitlines()[0] if str(err) else ""
+        raise PyroLVMError(
+            f"MLflow store {uri!r} does not open ({type(err).__name__}: {summary}); check train.mlflow_uri "
+            "or MLFLOW_TRACKING_URI"
+        ) from None
     return out
 
 
@@ -162,8 +168,15 @@ class Link:
         path = None if run_dir is None else Path(run_dir) / LINK
         if path is None or not path.is_file():
             return None
-        saved = json.loads(path.read_text())
-        return cls(client(saved["tracking_uri"]), saved["run_id"])
+        try:
+            saved = json.loads(path.read_text())
+            uri, run_id = saved["tracking_uri"], saved["run_id"]
+        except (ValueError, KeyError, TypeError):
+            raise PyroLVMError(
+                f"{str(path)!r} is not a record of an MLflow run (tracking_uri, run_id); remove it, or set "
+                "train.mlflow = false for this command"
+            ) from None
+        return cls(client(uri), run_id)
 
     def log_metrics(self, metrics: list) -> None:
         for chunk in _batches(metrics, MAX_METRICS):
@@ -193,10 +206,15 @@ def start(train_cfg: Any, run_dir: Path | None, resuming: bool) -> Link:
     ``train.mlflow_experiment`` (recorded in ``RUN/mlflow.json``), marked RUNNING."""
     uri = tracking_uri(train_cfg)
     mlflow_client = client(uri)
-    saved = json.loads((run_dir / LINK).read_text()) if resuming and run_dir and (run_dir / LINK).is_file() else {}
-    if saved.get("tracking_uri") == uri:
-        run = mlflow_client.get_run(saved["run_id"])
-        if run.info.lifecycle_stage == "active":
+    saved = Link.of(run_dir) if resuming else None
+    if saved is not None and saved.client.tracking_uri == uri:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = mlflow_client.get_run(saved.run_id)
+        except MlflowException:  # deleted from the store since: a new MLflow run
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active":
             mlflow_client.update_run(run.info.run_id, status="RUNNING")
             return Link(mlflow_client, run.info.run_id)
     name = train_cfg.mlflow_experiment
