@@ -38,6 +38,11 @@ class TrainConfig(_Section):
     progress: bool = True
     # scalars (ELBO, objective, beta, validation, step time) and image grids to RUN/tb/ (pip install tensorboard)
     tensorboard: bool = False
+    # config as params, metrics rows by step, figures and evaluation to an MLflow run (pip install 'pyro-lvm[mlflow]')
+    mlflow: bool = False
+    # MLflow tracking URI; default MLflow's own: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (artifacts ./mlruns)
+    mlflow_uri: str | None = Field(None, min_length=1)
+    mlflow_experiment: str = Field("pyro-lvm", min_length=1)  # MLflow experiment of the run (created when missing)
 
 
 class EvalConfig(_Section):

@@ -26,6 +26,11 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None, trust_
     import every plugin module its config names, see ``config.trust``)."""
     with read_lock(Path(run_dir)):  # no train may replace the checkpoint or clear the folder meanwhile
         exp, run_dir = open_run(run_dir, overrides, trust_plugins)
+        link = None
+        if strategies.ranks().lead and exp.cfg.train.mlflow:  # the run's MLflow run, opened before the estimates
+            from pyro_lvm.training.callbacks import mlflow
+
+            link = mlflow.Link.of(run_dir)  # None where the run records none (RUN/mlflow.json)
         out = evaluate_experiment(exp)
         if strategies.ranks().lead:  # a job of several ranks: rank 0 writes
             if "accuracy" in out:  # M2: its figures beside evaluation.json
@@ -34,6 +39,8 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None, trust_
                 m2_figures(exp, out, run_dir)
             with atomic_file(run_dir / "evaluation.json") as f:  # never half a file (checkpoint.py)
                 f.write(json.dumps(out, indent=2))
+            if link is not None:
+                mlflow.log_evaluation(link, run_dir, out, run_dir / "evaluation.json")
     return out
 
 

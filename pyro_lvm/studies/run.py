@@ -48,7 +48,11 @@ def train_run(
     check_training_targets(exp)
     history = train(exp, run_dir, resume=resume, validate=True, overwrite=overwrite)
     if strategies.ranks().lead:  # rank 0 writes for a job of several ranks
-        write_figures(exp, run_dir, history)
+        figures = write_figures(exp, run_dir, history)
+        if exp.cfg.train.mlflow:  # the figures as artifacts of the run's MLflow run
+            from pyro_lvm.training.callbacks import mlflow
+
+            mlflow.log_figures(run_dir, figures)
     return exp, history
 
 

@@ -47,6 +47,10 @@ def train(
         exp.cfg = config.with_overrides(exp.cfg, [f"train.micro_batches={ranks.size}"])
     if exp.cfg.train.tensorboard:
         tensorboard.require(run_dir)  # before the run folder is made
+    if exp.cfg.train.mlflow and ranks.lead:
+        from pyro_lvm.training.callbacks import mlflow
+
+        mlflow.require(exp.cfg.train)  # the package and the store, before the run folder is made
     with scope(validation=exp.cfg.train.pyro_validation):
         if run_dir is None:
             return _train(exp, None, resume, validate, callbacks)
@@ -81,7 +85,7 @@ def _train(exp: Any, run_dir: Path | None, resume: bool, validate: Validate, ext
 
 def callbacks(exp: Any, run_dir: Path | None, validate: Validate, extra: Sequence[Callback] = ()) -> list[Callback]:
     """The callbacks of a run, in the order they act: the guard, the checkpoint (the config first), the recipe's
-    own, validation, TensorBoard, progress, the time budget, ``extra``, and last the signal stop (its end raises
+    own, validation, TensorBoard, MLflow, progress, the time budget, ``extra``, and last the signal stop (its end raises
     ``Interrupted`` once every other callback has closed)."""
     cfg = exp.cfg.train
     out: list[Callback] = [NonFiniteGuard()]
@@ -93,6 +97,10 @@ def callbacks(exp: Any, run_dir: Path | None, validate: Validate, extra: Sequenc
         out.append(Validation(estimate))
     if cfg.tensorboard:
         out.append(tensorboard.TensorBoard(run_dir))
+    if cfg.mlflow:
+        from pyro_lvm.training.callbacks.mlflow import MLflow  # imported only when asked for
+
+        out.append(MLflow(run_dir))
     out.append(Progress())
     if cfg.max_seconds is not None:
         out.append(TimeBudget(cfg.max_seconds))
