@@ -20,5 +20,6 @@ for line in open("mutants/results.txt"):
         counts[m.group(1)][m.group(2)] += 1
 for module, c in sorted(counts.items()):
     total = sum(c.values())
-    print(f"{module}: {c['killed']}/{total} killed, {dict(c)}")
+    caught = c["killed"] + c["timeout"]  # a mutant that hangs (stopped by mutmut's time limit) is caught too
+    print(f"{module}: {caught}/{total} caught ({c['timeout']} of them by the time limit), {dict(c)}")
 PY
