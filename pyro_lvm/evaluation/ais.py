@@ -231,8 +231,12 @@ def ais_evaluation(model, guide, split, condition, ev, num_data: int | None = No
     out = {
         "ais_log_px": ais["log_px"].as_dict(),
         "ais": {
-            "chains": opts.chains, "steps": opts.steps, "schedule": opts.schedule, "leapfrog": opts.leapfrog,
-            "start": opts.start, "acceptance": ais["acceptance"],
+            "chains": opts.chains,
+            "steps": opts.steps,
+            "schedule": opts.schedule,
+            "leapfrog": opts.leapfrog,
+            "start": opts.start,
+            "acceptance": ais["acceptance"],
         },  # fmt: skip
     }
     if opts.bdmc_points:

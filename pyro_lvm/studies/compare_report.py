@@ -107,10 +107,7 @@ def print_comparison(summary: dict, out: Path) -> None:
         print(f"gap decomposition on the amortized decoder, {g['L_q']['n']} training points:")
         print(
             tabulate(
-                [
-                    [name, f"{g[key]['mean']:.3f}", f"{g[key]['stderr']:.3f}"]
-                    for name, key in gap_rows(g)
-                ],
+                [[name, f"{g[key]['mean']:.3f}", f"{g[key]['stderr']:.3f}"] for name, key in gap_rows(g)],
                 headers=["", "mean", "std. error"],
             )
         )
