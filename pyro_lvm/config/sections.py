@@ -62,6 +62,7 @@ class EvalConfig(_Section):
     # log p̂(x) by "iwae" (importance sampling, K = num_samples) or also by "ais" (annealed importance sampling with
     # HMC, reported beside IWAE, with the BDMC bracket on simulated data); compare's gap table then uses AIS
     estimator: Literal["iwae", "ais"] = "iwae"
+    # the chains, schedule and HMC of AIS and the points of BDMC (the [eval.ais] table below)
     ais: AISConfig = Field(default_factory=AISConfig)
 
 
