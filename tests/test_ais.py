@@ -3,6 +3,7 @@ acceptances and a Gaussian it must leave invariant, the weights against exact lo
 (VAE and CVAE), the BDMC bounds bracketing it, and the estimator in evaluate and the gap decomposition."""
 
 import math
+from pathlib import Path
 
 import pyro
 import pytest
@@ -15,7 +16,7 @@ from pyro_lvm.config.sections import AISConfig
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.ais import ais_log_px, bdmc, schedule
 from pyro_lvm.evaluation.estimates import prior_proposal
-from pyro_lvm.evaluation.hmc import evaluate, hmc_transition
+from pyro_lvm.evaluation.hmc import hmc_transition, state_at
 
 F64 = torch.float64
 
@@ -35,7 +36,7 @@ def test_hmc_acceptance_on_a_1d_gaussian_is_the_hand_computed_one():
     −0.332, H = 0.625 before and (1.08² + 0.332²)/2 = 0.638312 after, so the acceptance is exp(−0.013312). With
     the scale s = 2 and f = N(0, 4) (the same dynamics in z/2) and three leapfrog steps, against a loop by hand."""
     parts = gaussian_parts(torch.zeros(1, dtype=F64), torch.eye(1, dtype=F64))
-    state = evaluate(parts, torch.ones(1, 1, 1, dtype=F64))
+    state = state_at(parts, torch.ones(1, 1, 1, dtype=F64))
     eps, one = torch.tensor([0.8], dtype=F64), torch.ones(1, 1, dtype=F64)
     new, prob = hmc_transition(parts, state, 1.0, eps, one, 1, momentum=torch.full((1, 1, 1), 0.5, dtype=F64))
     assert float(prob) == pytest.approx(math.exp(-0.013312), rel=1e-12)
@@ -52,7 +53,7 @@ def test_hmc_acceptance_on_a_1d_gaussian_is_the_hand_computed_one():
         z_ += e * s * r_
         r_ += (e if i < 2 else 0.5 * e) * s * grad(z_)
     expected = min(1.0, math.exp(h0 - (z_**2 / 8 + r_**2 / 2)))
-    state = evaluate(parts4, torch.full((1, 1, 1), z, dtype=F64))
+    state = state_at(parts4, torch.full((1, 1, 1), z, dtype=F64))
     _, prob = hmc_transition(
         parts4, state, 1.0, torch.tensor([e], dtype=F64), torch.full((1, 1), s, dtype=F64), 3,
         momentum=torch.full((1, 1, 1), r, dtype=F64),
@@ -65,7 +66,7 @@ def test_hmc_mean_acceptance_over_momenta_is_the_integral():
     kernel) equals ∫ min(1, e^(−ΔH(r))) N(r) dr by quadrature, within 4 standard errors."""
     parts = gaussian_parts(torch.zeros(1, dtype=F64), torch.eye(1, dtype=F64))
     n = 20_000
-    state = evaluate(parts, torch.ones(n, 1, 1, dtype=F64))
+    state = state_at(parts, torch.ones(n, 1, 1, dtype=F64))
     _, prob = hmc_transition(parts, state, 1.0, torch.tensor([1.2], dtype=F64), torch.ones(1, 1, dtype=F64), 2)
     r = torch.linspace(-9, 9, 200_001, dtype=F64)
     z, p = torch.ones_like(r), r.clone()
@@ -91,7 +92,7 @@ def test_hmc_leaves_a_correlated_gaussian_invariant_and_reaches_it_from_a_point(
     eps, scale = torch.tensor([0.25], dtype=F64), sd[None, :]
     n = 4000
     for start, steps in [(MultivariateNormal(loc, covariance_matrix=cov).sample((n, 1)), 20), (torch.zeros(n, 1, 2, dtype=F64), 60)]:  # fmt: skip
-        state = evaluate(parts, start)
+        state = state_at(parts, start)
         for _ in range(steps):
             state, prob = hmc_transition(parts, state, 1.0, eps, scale, 5)
         z = state.z[:, 0]  # (n, 2)
@@ -263,7 +264,9 @@ def test_on_a_trained_digits_vae_ais_is_above_iwae_and_the_bdmc_gap_is_small():
     from pyro_lvm.training.experiment import Experiment
     from pyro_lvm.training.run import train
 
-    cfg = config.load("experiments/digits_vae.toml", ["train.progress=false", "eval.num_points=60"])
+    cfg = config.load(
+        Path(__file__).parents[1] / "experiments" / "digits_vae.toml", ["train.progress=false", "eval.num_points=60"]
+    )
     cfg = config.with_overrides(cfg, ["eval.ais.chains=8", "eval.ais.steps=200", "eval.ais.bdmc_points=40"])
     exp = Experiment.from_config(cfg)
     with pyro.validation_enabled(False):  # as training runs by default (train.pyro_validation = false)

@@ -38,7 +38,7 @@ from pyro import poutine
 
 from pyro_lvm.errors import PyroLVMError
 from pyro_lvm.evaluation.estimates import Estimate, guide_distribution, particle_bytes, prior_proposal
-from pyro_lvm.evaluation.hmc import adapt_step_size, evaluate, hmc_transition
+from pyro_lvm.evaluation.hmc import adapt_step_size, hmc_transition, state_at
 from pyro_lvm.guides import log_joint_per_datapoint
 from pyro_lvm.resources import require
 from pyro_lvm.seeding import seeded, stream_seed
@@ -83,7 +83,7 @@ def path_parts(model, q, x, c) -> Callable:
 def anneal(parts, z: torch.Tensor, betas: list[float], scale: torch.Tensor, opts) -> tuple[torch.Tensor, float]:
     """Run C chains from z (C, B, D) along ``betas`` (increasing: forward AIS; decreasing: the reverse chain):
     returns each chain's log weight Σ_t (β_t − β_(t-1)) [log p − log q] (C, B) and the mean acceptance rate."""
-    state = evaluate(parts, z)
+    state = state_at(parts, z)
     log_w = torch.zeros_like(state.log_p)
     eps = torch.full(z.shape[1:2], float(opts.step_size), dtype=z.dtype, device=z.device)  # (B,)
     accepted, moves = 0.0, 0
