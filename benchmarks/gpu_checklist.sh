@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one call (CUDA tests, a CLI run, step and IWAE benchmarks, Fashion-MNIST epochs, a reduced
+# The GPU checks in one call (CUDA tests, a CLI run, step, IWAE and AIS benchmarks, Fashion-MNIST epochs, a reduced
 # gap decomposition), for a lent GPU machine with torch but without pyro-ppl. Prepare here:
 #   bash ../shared/gpu/fetch_wheels.sh   # plus arviz-base/-stats/-plots for arviz 1.x, into .whl/
 #   mkdir -p .data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .data/fashion-mnist/
@@ -52,6 +52,7 @@ $py -c "import json; m=json.load(open('/tmp/runs/digits_graph/metrics.json')); p
 step 120 "VAE step ratio" $py benchmarks/vae_step.py --device cuda --batch 128 1024 --elbos trace mean_field \
   --jit auto pure graph --compiled-ref --graph-ref --rounds 5 --steps 20
 step 45 "IWAE throughput" $py benchmarks/iwae_eval.py --device cuda --points 320 --batch 64 --chunk 1000
+step 60 "AIS speed" $py benchmarks/ais_speed.py --device cuda --points 4000 --steps 50 --pyro-transitions 20
 for kind in eager graph; do
   for b in 128 1024; do
     s=$((55000 / b + 1))

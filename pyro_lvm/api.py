@@ -73,14 +73,20 @@ def train(
 
 @scoped
 def evaluate(
-    exp: Experiment, split: str | None = None, num_samples: int | None = None, points: int | None = None
+    exp: Experiment,
+    split: str | None = None,
+    num_samples: int | None = None,
+    points: int | None = None,
+    estimator: str | None = None,
 ) -> dict:
     """Per datapoint, mean ± standard error: the ELBO and the IWAE bound log p̂(x) = log (1/K) Σ_k p(x, z_k)/q(z_k|x)
     (K = ``num_samples``, default ``cfg.eval.num_samples``) on the first ``points`` rows (default
     ``cfg.eval.num_points``) of ``split`` (default: "test"; "train" for per-datapoint guides, whose q exists only
-    for the training rows), the independent-pixel baseline, active units; CVAEs add their checks. Same as
-    ``pyro-lvm evaluate``."""
+    for the training rows), the independent-pixel baseline, active units; CVAEs add their checks. ``estimator =
+    "ais"`` (default ``cfg.eval.estimator``) adds annealed importance sampling (``ais_log_px``, settings
+    ``cfg.eval.ais``) and the BDMC bracket on simulated data (``bdmc``). Same as ``pyro-lvm evaluate [--ais]``."""
     overrides = [f"eval.num_samples={num_samples}"] if num_samples is not None else []
+    overrides += [f"eval.estimator={estimator}"] if estimator is not None else []
     overrides += [f"eval.num_points={points}"] if points is not None else []
     if overrides:
         exp = dataclasses.replace(exp, cfg=_config.with_overrides(exp.cfg, overrides))

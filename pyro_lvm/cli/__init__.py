@@ -77,6 +77,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         overrides.append(f"eval.num_samples={args.num_samples}")
     if args.num_points:
         overrides.append(f"eval.num_points={args.num_points}")
+    if args.ais:
+        overrides.append("eval.estimator=ais")
     device = run_config(Path(args.run_dir), overrides, args.trust_plugins).train.device
     if args.nproc > 1 and not distributed.launched():
         sys.exit(launch.launch(args.nproc, _argv_without_nproc(), args.run_dir))

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_count(10**8), help="K importance samples per datapoint (eval.num_samples)")
     p.add_argument("--num-points", type=_count(10**9), help="evaluate the first n test points (eval.num_points)")
     p.add_argument("--nproc", type=_count(1024), default=1, metavar="P", help="split the points over P ranks")
+    p.add_argument(
+        "--ais",
+        action="store_true",
+        help="also annealed importance sampling and the BDMC bracket (eval.estimator = 'ais'; eval.ais.* settings)",
+    )
     p.set_defaults(func="evaluate")
 
     p = sub.add_parser("compare", parents=[common], help="amortized vs per-datapoint vs semi-amortized, with gaps")

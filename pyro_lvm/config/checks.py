@@ -136,6 +136,11 @@ def _check_semi_supervised(cfg) -> None:
             f"elbo.name = 'trace_enum' sums discrete latent variables out, and model {model!r} has none to "
             "enumerate; use elbo.name = 'trace' (or 'mean_field'), or model.name = 'm2'"
         )
+    if semi and cfg.eval.estimator == "ais":
+        raise PyroLVMError(
+            f"eval.estimator = 'ais' anneals a continuous z with HMC, and model {model!r} also has the discrete label "
+            "y; use eval.estimator = 'iwae' (its evaluation sums y out)"
+        )
     if semi and elbo not in ("trace_enum", "trace"):
         raise PyroLVMError(
             f"model {model!r} trains with elbo.name = 'trace_enum' (the label summed out exactly) or 'trace' (the "

@@ -45,6 +45,20 @@ class TrainConfig(_Section):
     mlflow_experiment: str = Field("pyro-lvm", min_length=1)  # MLflow experiment of the run (created when missing)
 
 
+class AISConfig(_Section):
+    """Annealed importance sampling and BDMC (``pyro_lvm.evaluation.ais``), used where ``eval.estimator = "ais"``."""
+
+    chains: int = Field(16, gt=0)  # C, independent AIS chains per datapoint
+    steps: int = Field(500, gt=0)  # T, intermediate distributions from the start (β = 0) to the posterior (β = 1)
+    schedule: Literal["sigmoid", "linear"] = "sigmoid"  # spacing of β: sigmoid (dense at both ends) or even
+    sigmoid_delta: float = Field(4.0, gt=0.0)  # δ of the sigmoid schedule
+    leapfrog: int = Field(10, gt=0)  # leapfrog steps per HMC transition
+    step_size: float = Field(0.1, gt=0.0)  # first HMC step size (in the start's standard deviations), then adapted
+    target_accept: float = Field(0.65, gt=0.0, lt=1.0)  # the adaptation's target acceptance rate
+    start: Literal["guide", "prior"] = "guide"  # the chains start at the guide's q(z|x,c) (compare: q*) or p(z|c)
+    bdmc_points: int = Field(100, ge=0)  # points simulated from the model for the BDMC bracket (0: none)
+
+
 class EvalConfig(_Section):
     num_samples: int = Field(5000, gt=0)  # K, importance samples per datapoint
     chunk_size: int = Field(1000, gt=0)  # particles per vectorised call: bounds memory
@@ -54,6 +68,11 @@ class EvalConfig(_Section):
     # one random stream per batch of points (seeded by (seed, batch)) instead of one for the split: what a job of
     # several ranks uses, each rank taking every P-th batch (same values as one process with this on)
     per_batch_streams: bool = False
+    # log p̂(x) by "iwae" (importance sampling, K = num_samples) or also by "ais" (annealed importance sampling with
+    # HMC, reported beside IWAE, with the BDMC bracket on simulated data); compare's gap table then uses AIS
+    estimator: Literal["iwae", "ais"] = "iwae"
+    # the chains, schedule and HMC of AIS and the points of BDMC (the [eval.ais] table below)
+    ais: AISConfig = Field(default_factory=AISConfig)
 
 
 class BaselineConfig(_Section):

@@ -22,6 +22,7 @@ from pyro_lvm.evaluation.estimates import (
     guide_distribution,
     mixture_log_px,
     particle_bytes,
+    prior_proposal,
 )
 from pyro_lvm.evaluation.local_inference import fit_local, fit_local_flow
 from pyro_lvm.guides import refine
@@ -155,13 +156,33 @@ def guide_rows(guide, x, c, idx=None, num_data=None):
     return lambda sl: normal(loc[sl], scale[sl])
 
 
+def ais_pieces(exp, ev, x, c, qs_loc, qs_scale, iwae: torch.Tensor) -> dict:
+    """``eval.estimator = "ais"``: log p̂(x) by AIS from q*_Gaussian (or, with ``eval.ais.start = "prior"``, from
+    p(z | c)) on the same points, the IWAE figure beside it, and the BDMC bracket on ``eval.ais.bdmc_points`` points
+    simulated from the same decoder (started at the guide's q of the simulated x)."""
+    from pyro_lvm.evaluation.ais import ais_rows, bdmc_split
+
+    def start_rows(sl):
+        if ev.ais.start == "prior":
+            return prior_proposal(exp.model, x[sl], rows(c, sl))
+        return normal(qs_loc[sl], qs_scale[sl])
+
+    log_px, acc = ais_rows(exp.model, start_rows, x, c, ev)
+    out = {"log_px": Estimate(log_px), "iwae_log_px": Estimate(iwae), "log_px_estimator": "ais", "ais_acceptance": acc}
+    if ev.ais.bdmc_points:
+        b = bdmc_split(exp.model, exp.guide, exp.data.train, exp.condition, ev, exp.amortized)
+        out |= {"bdmc_lower": b["lower"], "bdmc_upper": b["upper"], "bdmc_gap": b["gap"], "bdmc_start": b["start"]}
+    return out
+
+
 @scoped
 def gap_decomposition(exp, cfg: Config) -> dict:
     """On ``exp``'s amortized decoder: L[q], L[q*] (Gaussian; and flow where asked), log p̂(x) and the gaps for
     ``compare.gap_points`` training points; for Gaussian guides also L[q_K], the encoder refined K steps
     (semi-amortized inference at test time).
 
-    log p̂(x) is IWAE with the defensive mixture of q*_Gaussian, q and, where fitted, q*_flow as proposal
+    log p̂(x) is AIS where ``eval.estimator = "ais"`` (``ais_pieces``: the IWAE figure beside it, the BDMC bracket on
+    simulated data), else IWAE with the defensive mixture of q*_Gaussian, q and, where fitted, q*_flow as proposal
     (``DefensiveMixture``, equal parts): unbiased weights, no choice between proposals per datapoint (a flow scores
     the other components' draws through its exact inverse).
     Estimates run ``eval.batch_size`` points at a time, so peak memory is bounded by max(eval.chunk_size,
@@ -203,6 +224,8 @@ def gap_decomposition(exp, cfg: Config) -> dict:
             lk, sk = refine(exp.model, xs, cs, loc[sl], scale[sl], k, refine_lr, "none")
             refined[k].append(estimates_from_q(exp.model, normal(lk, sk), xs, cs, cc.elbo_samples, elbo_chunk)[1])
     L_q, L_qstar, log_px = torch.cat(L_q), torch.cat(L_qstar), torch.cat(log_px)
+    ais = ais_pieces(exp, ev, x, c, qs_loc, qs_scale, log_px) if ev.estimator == "ais" else {}
+    log_px = ais["log_px"].values if ais else log_px
     best = torch.cat(L_flow) if flow_guide else L_qstar  # q* of the trained guide's family
     refined_est = {k: Estimate(torch.cat(v)) for k, v in refined.items()}
     amort = best - L_q
@@ -222,6 +245,7 @@ def gap_decomposition(exp, cfg: Config) -> dict:
             Estimate(L_q), Estimate(best), {"gaussian": fits, "flow": flow_fits}, QSTAR_BLOCK, cc, out_family
         ),
     }
+    out |= ais
     if flow_fits:
         L_flow = torch.cat(L_flow)
         out |= {

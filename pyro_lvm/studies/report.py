@@ -48,7 +48,11 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None, trust_
 def evaluate_experiment(exp, split: str | None = None) -> dict:
     """Test-set ELBO and IWAE log p̂(x) (K = eval.num_samples) with standard errors, the independent-pixel
     baseline on the same points, and active units. Per-datapoint guides have no q for unseen points, so they are
-    evaluated on the training rows they hold (say so in the output). ``split`` names another split."""
+    evaluated on the training rows they hold (say so in the output). ``split`` names another split. With
+    ``eval.estimator = "ais"`` also AIS log p̂(x) on the same points and the BDMC bracket on simulated data
+    (``pyro_lvm.evaluation.ais.ais_evaluation``); ``log_px`` stays the IWAE figure."""
+    if exp.cfg.eval.estimator == "ais" and strategies.ranks().size > 1:
+        raise PyroLVMError("eval.estimator = 'ais' runs in one process; drop --nproc (or use eval.estimator = 'iwae')")
     default = "test" if exp.amortized else "train"
     if split not in (None, "train", "val", "test"):
         raise PyroLVMError(f"split {split!r} is not one of 'train', 'val', 'test'")
@@ -94,6 +98,11 @@ def evaluate_experiment(exp, split: str | None = None) -> dict:
         "active_units": active_units(exp.guide, split, exp.condition) if exp.amortized else None,
         "latent_dim": getattr(exp.model, "latent_dim", exp.cfg.model.latent_dim),
     }
+    if ev.estimator == "ais":
+        from pyro_lvm.evaluation.ais import ais_evaluation
+
+        num_data = None if exp.amortized else len(exp.data.train)
+        out.update(ais_evaluation(exp.model, exp.guide, split, exp.condition, ev, num_data, exp.amortized))
     if levels is not None:  # bits/dim = −log p(x) / (P ln 2), the unit of the image-density literature
         out["bits_per_dim"] = Estimate(-result["log_px"].values / (target.shape[-1] * math.log(2))).as_dict()
     if exp.condition.kind != "none":
@@ -129,6 +138,9 @@ def print_evaluation(result: dict) -> None:
     if "prior_mc_log_px" in result:
         rows[1][0] = f"IWAE log p̂(x|c) with q(z|x,c), K={num}"
         rows.append(row(f"prior MC log p̂(x|c), z ~ p(z|c), K={num}", "prior_mc_log_px"))
+    if "ais_log_px" in result:
+        a = result["ais"]
+        rows.append(row(f"AIS log p̂(x), {a['chains']} chains x {a['steps']} steps ({a['start']} start)", "ais_log_px"))
     rows.append(row("independent-pixel baseline log p(x)", "baseline_log_px"))
     if "bits_per_dim" in result:
         rows.append(row("bits/dim from IWAE log p̂(x)", "bits_per_dim"))
@@ -137,6 +149,15 @@ def print_evaluation(result: dict) -> None:
         rows.append(row("IWAE minus NN baseline (paired)", "iwae_minus_nn_baseline"))
     print(f"{result['split']} split, {result['num_points']} points, nats per datapoint:")
     print(tabulate(rows, headers=["estimate", "mean", "std. error"], floatfmt=".3f"))
+    if "ais" in result:
+        print(f"AIS: mean HMC acceptance {result['ais']['acceptance']:.2f} ({result['ais']['schedule']} schedule)")
+    if "bdmc" in result:
+        b = result["bdmc"]
+        print(
+            f"BDMC on {b['gap']['n']} points simulated from the model ({b['start']} start): log p(x) between "
+            f"{b['lower']['mean']:.3f} ± {b['lower']['stderr']:.3f} (AIS) and {b['upper']['mean']:.3f} ± "
+            f"{b['upper']['stderr']:.3f} (reverse AIS); gap {b['gap']['mean']:.3f} ± {b['gap']['stderr']:.3f} nats"
+        )
     if result["active_units"] is not None:
         print(f"active units: {result['active_units']} of {result['latent_dim']}")
     if "generation_accuracy" in result:
