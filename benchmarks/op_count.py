@@ -14,7 +14,7 @@ import pyro
 import torch
 from tabulate import tabulate
 from torch.fx.experimental.proxy_tensor import make_fx
-from vae_step import N, HandVAE, make_data
+from vae_step import HandVAE, N, make_data
 
 from pyro_lvm import config
 from pyro_lvm.context import scope

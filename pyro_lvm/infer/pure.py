@@ -4,7 +4,9 @@
 under ``torch.fx``'s ``make_fx`` once per call signature (batch shape, ``num_data``, device, dtype) and keeps the
 recorded graph of ATen operations:
 
-    f(θ, x, c, idx, β) = (L, ∇_θ L),   L = the objective's loss of model and guide at parameters θ,
+    f(θ, s, x, c, idx, β) = (L, ∇_θ L),   L = the objective's loss of model and guide at parameters θ,
+
+with s the modules' other tensors (buffers, frozen parameters),
 
 a function with no Pyro, no handlers, no ``.item()`` and no Python per operation beyond the graph's own calls.
 Its random draws are the graph's random operations (``aten.normal`` ...), replayed on torch's generator in the
@@ -119,6 +121,12 @@ class PureStep:
         named = [(n, p) for n, p in self.program.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
+        # the rest of the modules' tensors (buffers such as a flow's masks, frozen parameters) are inputs too, not
+        # constants of the graph: replicas of one program differ in them (pyro_lvm/infer/noise.py)
+        fixed = [(n, p) for n, p in self.program.named_parameters() if not p.requires_grad]
+        fixed += list(self.program.named_buffers())
+        self.state_names = [n for n, _ in fixed]
+        self.state = [t for _, t in fixed]
 
     @property
     def path(self) -> str:
@@ -130,10 +138,11 @@ class PureStep:
     def _function(self, num_data):
         names, program = self.names, self.program
 
-        def f(params, x, c, idx, beta):
-            loss = torch.func.functional_call(
-                program, dict(zip(names, params, strict=True)), (x, c, idx, beta, num_data)
-            )
+        state_names = self.state_names
+
+        def f(params, state, x, c, idx, beta):
+            tensors = dict(zip(names, params, strict=True)) | dict(zip(state_names, state, strict=True))
+            loss = torch.func.functional_call(program, tensors, (x, c, idx, beta, num_data))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             return loss.detach(), grads
 
@@ -147,7 +156,7 @@ class PureStep:
         rng = torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None)
         try:
             with graph_friendly():
-                graph = make_fx(self._function(num_data), tracing_mode="real")(self.params, x, c, idx, beta)
+                graph = make_fx(self._function(num_data), tracing_mode="real")(self.params, self.state, x, c, idx, beta)
         finally:
             torch.set_rng_state(rng[0])
             if rng[1] is not None:
@@ -175,7 +184,7 @@ class PureStep:
                 self.failure = f"{type(err).__name__}: {first[:160]}{_where(err)}"
                 return None
         with _inductor_draws() if self.compile else contextlib.nullcontext():
-            loss, grads = fn(self.params, x, c, idx, beta)
+            loss, grads = fn(self.params, self.state, x, c, idx, beta)
         for p, g in zip(self.params, grads, strict=True):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g

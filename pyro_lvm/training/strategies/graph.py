@@ -133,10 +133,10 @@ class GraphStrategy(SingleStrategy):
             if "step" in dense.state.get(p, {}):
                 dense.state[p]["step"] = dense.state[p]["step"].to(p.device, torch.float32)
         out: dict = {}
-        params = self.pure.params
+        params, state = self.pure.params, self.pure.state
 
         def run() -> None:
-            loss, grads = fn(params, buffers[0], buffers[1], buffers[2], beta)
+            loss, grads = fn(params, state, buffers[0], buffers[1], buffers[2], beta)
             sums = [g.sum() for g in grads if g is not None]
             ok = torch.isfinite(loss) & torch.isfinite(torch.stack(sums)).all() if sums else torch.isfinite(loss)
             self.finite.logical_and_(ok)
