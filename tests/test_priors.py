@@ -80,12 +80,16 @@ def test_mog_per_class_density_is_the_class_component_and_the_mixture_without_a_
     log_w = prior.logits - torch.logsumexp(prior.logits, -1)
     assert torch.allclose(prior().log_prob(z), _log_mixture(z, log_w, prior.locs, prior.scales), rtol=1e-12)
     assert MixturePrior(2, 7, cond_dim=5, per_class=True).locs.shape == (5, 2)
+    assert MixturePrior(2, 7, cond_dim=1, per_class=True).locs.shape == (1, 2)  # one class is a label too
 
 
 def test_mog_starts_at_seeded_locs_unit_scales_and_equal_weights_and_refuses_per_class_without_a_label():
-    """The documented start: locs N(0, 1) from generator seed 0 (the same for every run), scales 1 (positive
+    """The documented start: locs N(0, 1) from its own generator, seed 0 (the same for every run), scales 1 (positive
     constraint), logits 0; defaults 10 components, no per_class; per_class without a label refused in one line."""
+    torch.manual_seed(123)
+    caller = torch.get_rng_state()
     prior = MixturePrior(3, 4)
+    assert torch.equal(torch.get_rng_state(), caller)  # its own generator: the caller's stream is not drawn from
     assert torch.equal(prior.locs, torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
     assert torch.equal(prior.scales, torch.ones(4, 3)) and torch.equal(prior.logits, torch.zeros(4))
     assert prior._pyro_params["scales"][0] is constraints.positive
@@ -127,8 +131,11 @@ def test_vamp_log_density_is_the_uniform_mixture_of_encoded_pseudo_inputs(D):
 
 
 def test_vamp_starts_near_the_middle_of_the_pixel_range_and_refuses_in_one_line():
-    """Pseudo-inputs 0.5 + 0.01 N(0, 1) from generator seed 0, 10 by default; no encoder, a condition: refused."""
+    """Pseudo-inputs 0.5 + 0.01 N(0, 1) from its own generator (seed 0), 10 by default; no encoder, a condition: refused."""
+    torch.manual_seed(123)
+    caller = torch.get_rng_state()
     prior = VampPrior(2, num_features=6, num_components=3)
+    assert torch.equal(torch.get_rng_state(), caller)  # its own generator: the caller's stream is not drawn from
     assert torch.equal(prior.pseudo_inputs, 0.5 + 0.01 * torch.randn(3, 6, generator=torch.Generator().manual_seed(0)))
     assert VampPrior(2, num_features=6).pseudo_inputs.shape == (10, 6)
     assert prior.encode is None and "encode" not in dict(prior.named_modules())
