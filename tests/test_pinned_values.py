@@ -96,6 +96,8 @@ def test_one_refinement_step_is_the_hand_computed_natural_gradient_step(lr):
     assert bool(clipped.all()) == (lr > 1.0) and bool(clipped.any()) == (lr > 1.0)
     assert torch.allclose(new_loc, hand_loc, rtol=1e-10, atol=1e-12), (new_loc, hand_loc)
     assert torch.allclose(new_scale, hand_scale, rtol=1e-10, atol=1e-12), (new_scale, hand_scale)
+    # the step itself to 1e-13: unclipped, it is lr × the natural gradient with no shrink factor (not 1 − 1e-12 of it)
+    assert torch.allclose(new_loc - loc, hand_loc - loc, rtol=1e-13, atol=0), (new_loc - loc, hand_loc - loc)
     assert ((new_loc - loc).sign() == (hand_loc - loc).sign()).all()  # direction per coordinate
 
 
