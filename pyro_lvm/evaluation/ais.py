@@ -22,10 +22,14 @@ tells whether the schedule is long enough for real data of the same decoder.
 Schedule (``schedule``): ``sigmoid`` (Grosse et al.) spaces β_t = (σ(δ(2t/T − 1)) − σ(−δ)) / (σ(δ) − σ(−δ)), dense
 at both ends where f_β changes fastest; ``linear`` spaces them evenly. HMC runs in the start's scale (a diagonal
 mass matrix diag(1/s²) with s the start's standard deviation per datapoint: fixed, so every transition keeps its
-f_t invariant) with ``leapfrog`` steps of size ε per datapoint; ε adapts towards ``target_accept`` (the mean
-acceptance over the datapoint's chains, × 1.02 or × 0.98 per transition, as in Wu et al.'s code). Adapting on the
-chains' own acceptances makes the kernel depend on their past: a small bias that shrinks with C, accepted as in
-the references; the tests bound it against exact log p(x).
+f_t invariant) with ``leapfrog`` steps of size ε_t per datapoint and level. The step sizes are tuned by a pilot run
+of the same schedule on chains of its own (a quarter of C, at least 2), whose ε adapts towards ``target_accept``
+(the mean acceptance over the datapoint's chains, × 1.02 or × 0.98 per transition, as in Wu et al.'s code); its
+weights are discarded. The weighted chains then run with that schedule of ε_t fixed in advance, and the reverse
+chain with the same ε_t in reverse order. Adapting on the weighted chains' own acceptances (as Wu et al.'s code
+does) makes each kernel depend on the chains' past, and the weights are then no longer unbiased: on a
+linear-Gaussian model with one chain per point it moved log E[w] by +0.17 nats and the reverse bound by −0.25, enough
+to turn a BDMC bracket negative (tests/test_ais.py pools the weights of one replicated point to check it).
 """
 
 from __future__ import annotations
@@ -80,20 +84,33 @@ def path_parts(model, q, x, c) -> Callable:
     return parts
 
 
-def anneal(parts, z: torch.Tensor, betas: list[float], scale: torch.Tensor, opts) -> tuple[torch.Tensor, float]:
+def anneal(
+    parts, z: torch.Tensor, betas: list[float], scale: torch.Tensor, opts, step_sizes: list[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, float, list[torch.Tensor]]:
     """Run C chains from z (C, B, D) along ``betas`` (increasing: forward AIS; decreasing: the reverse chain):
-    returns each chain's log weight Σ_t (β_t − β_(t-1)) [log p − log q] (C, B) and the mean acceptance rate."""
+    returns each chain's log weight Σ_t (β_t − β_(t-1)) [log p − log q] (C, B), the mean acceptance rate (NaN
+    without transitions) and the step sizes used, one (B,) per transition. ``step_sizes`` fixes them in advance
+    (valid AIS weights); None adapts them as the chains go (a pilot run: ``tuned_step_sizes``)."""
     state = state_at(parts, z)
     log_w = torch.zeros_like(state.log_p)
     eps = torch.full(z.shape[1:2], float(opts.step_size), dtype=z.dtype, device=z.device)  # (B,)
-    accepted, moves = 0.0, 0
+    accepted, used = 0.0, []
     for t in range(1, len(betas)):
         log_w += (betas[t] - betas[t - 1]) * (state.log_p - state.log_q)
         if t < len(betas) - 1:
+            eps = eps if step_sizes is None else step_sizes[t - 1]
             state, prob = hmc_transition(parts, state, betas[t], eps, scale, opts.leapfrog)
-            eps = adapt_step_size(eps, prob, opts.target_accept)
-            accepted, moves = accepted + float(prob.mean()), moves + 1
-    return log_w, accepted / max(moves, 1)
+            used.append(eps)
+            if step_sizes is None:
+                eps = adapt_step_size(eps, prob, opts.target_accept)
+            accepted += float(prob.mean())
+    return log_w, accepted / len(used) if used else math.nan, used
+
+
+def tuned_step_sizes(parts, q, betas: list[float], scale: torch.Tensor, opts) -> list[torch.Tensor]:
+    """The step sizes per transition of a pilot run from q with adaptation, on max(2, C // 4) chains of its own
+    (its weights are discarded: see the module docstring)."""
+    return anneal(parts, q.sample((max(2, opts.chains // 4),)), betas, scale, opts)[2]
 
 
 def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
@@ -104,9 +121,10 @@ def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
 def ais_log_px(model, q, x, c, opts) -> tuple[torch.Tensor, float]:
     """log p̂_AIS(x | c) per datapoint (B,) from ``opts.chains`` chains started at q (batch (B,), event (D,)),
     and the mean HMC acceptance rate."""
-    parts = path_parts(model, q, x, c)
-    z = q.sample((opts.chains,))  # (C, B, D)
-    log_w, acc = anneal(parts, z, schedule(opts.steps, opts.schedule, opts.sigmoid_delta), start_scale(q), opts)
+    parts, scale = path_parts(model, q, x, c), start_scale(q)
+    betas = schedule(opts.steps, opts.schedule, opts.sigmoid_delta)
+    sizes = tuned_step_sizes(parts, q, betas, scale, opts)
+    log_w, acc, _ = anneal(parts, q.sample((opts.chains,)), betas, scale, opts, sizes)  # (C, B) weights
     return log_mean_exp(log_w), acc
 
 
@@ -127,8 +145,10 @@ def bdmc(model, start: Callable, c: torch.Tensor | None, num: int, opts) -> dict
     q = start(x, c)
     parts, scale = path_parts(model, q, x, c), start_scale(q)
     betas = schedule(opts.steps, opts.schedule, opts.sigmoid_delta)
-    log_w, acc_fwd = anneal(parts, q.sample((opts.chains,)), betas, scale, opts)
-    log_w_rev, acc_rev = anneal(parts, z_true.expand(opts.chains, *z_true.shape), betas[::-1], scale, opts)
+    sizes = tuned_step_sizes(parts, q, betas, scale, opts)
+    log_w, acc_fwd, _ = anneal(parts, q.sample((opts.chains,)), betas, scale, opts, sizes)
+    z_rev = z_true.expand(opts.chains, *z_true.shape)
+    log_w_rev, acc_rev, _ = anneal(parts, z_rev, betas[::-1], scale, opts, sizes[::-1])  # level t keeps its ε_t
     return {
         "lower": log_mean_exp(log_w),
         "upper": -log_mean_exp(log_w_rev),

@@ -66,7 +66,7 @@ def bdmc_line(g: dict) -> str:
     """The BDMC bracket on data simulated from the same decoder, in one line."""
     lo, up, gap = g["bdmc_lower"], g["bdmc_upper"], g["bdmc_gap"]
     return (
-        f"BDMC on {gap['n']} points simulated from this decoder ({g['bdmc_start']} start): log p(x) between "
+        f"BDMC on {gap['n']} points simulated from this decoder (start: {g['bdmc_start']}): log p(x) between "
         f"{lo['mean']:.3f} ± {lo['stderr']:.3f} (AIS) and {up['mean']:.3f} ± {up['stderr']:.3f} (reverse AIS), "
         f"gap {gap['mean']:.3f} ± {gap['stderr']:.3f} nats"
     )
