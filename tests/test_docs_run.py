@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from test_docs import ROOT, commands, placeholder
 from test_experiments import fake_idx_root
 
@@ -40,6 +41,8 @@ def test_every_documented_command_runs(tmp_path):
         args = shlex.split(cmd)
         if "train.mlflow=true" in cmd and importlib.util.find_spec("mlflow") is None:
             continue  # the optional extra (the dev extra has it); tests/test_mlflow.py says it is skipped
+        if "train.device=cuda" in cmd and not torch.cuda.is_available():
+            continue  # tests/test_gpu.py runs the CUDA commands on a GPU machine
         if args[0] in ("train", "compare"):
             extra = [*SMALL, *(["data.labelled=20"] if "m2" in cmd else [])]
             extra += [f"data.root={idx}", "eval.batch_size=16"] if "fashion" in cmd else []

@@ -183,7 +183,9 @@ class PureStep:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 self.failure = f"{type(err).__name__}: {first[:160]}{_where(err)}"
                 return None
-        with _inductor_draws() if self.compile else contextlib.nullcontext():
+        # no_grad: the graph holds its own backward; autograd recording its operations again would only cost time
+        # (and make inductor compile a differentiable function of the parameters)
+        with torch.no_grad(), _inductor_draws() if self.compile else contextlib.nullcontext():
             loss, grads = fn(self.params, self.state, x, c, idx, beta)
         for p, g in zip(self.params, grads, strict=True):
             if g is not None:

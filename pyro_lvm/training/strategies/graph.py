@@ -136,7 +136,8 @@ class GraphStrategy(SingleStrategy):
         params, state = self.pure.params, self.pure.state
 
         def run() -> None:
-            loss, grads = fn(params, state, buffers[0], buffers[1], buffers[2], beta)
+            with torch.no_grad():  # the graph holds its own backward
+                loss, grads = fn(params, state, buffers[0], buffers[1], buffers[2], beta)
             sums = [g.sum() for g in grads if g is not None]
             ok = torch.isfinite(loss) & torch.isfinite(torch.stack(sums)).all() if sums else torch.isfinite(loss)
             self.finite.logical_and_(ok)
