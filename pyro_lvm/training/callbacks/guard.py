@@ -50,8 +50,8 @@ class NonFiniteGuard(Callback):
         self.grads_finite = gradient_check(fit.exp)
 
     def before_update(self, fit, value: float) -> None:
-        if fit.strategy.deferred:  # its values stay on the device: checked at rows and checkpoints
-            return
+        if isinstance(value, torch.Tensor):  # a deferred step's value stays on the device: checked at rows
+            return  # and checkpoints (its eager steps, e.g. during KL warm-up, are checked here as any)
         step = fit.state.step + 1
         if not math.isfinite(value):
             last = f"step {fit.state.saved_step}" if fit.state.saved_step is not None else "none written yet"
