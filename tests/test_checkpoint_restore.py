@@ -289,3 +289,16 @@ def test_the_cuda_streams_go_to_their_devices(run_dir, monkeypatch):
     calls.clear()
     RunState.restore(exp, run_dir, rng=False)
     assert calls == []
+
+
+def test_a_fresh_runs_stream_is_seeded_once():
+    """start_stream seeds torch with the run's seed the first time only: a second call (a fit continued in the same
+    process) leaves the stream where the first run's draws left it."""
+    state = RunState(seed=11)
+    state.start_stream()
+    first = torch.rand(3)
+    state.start_stream()
+    second = torch.rand(3)
+    torch.manual_seed(11)
+    expected = torch.rand(6)
+    assert torch.equal(torch.cat([first, second]), expected)
