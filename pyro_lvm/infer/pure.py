@@ -6,22 +6,21 @@ recorded graph of ATen operations:
 
     f(θ, s, x, c, idx, β) = (L, ∇_θ L),   L = the objective's loss of model and guide at parameters θ,
 
-with s the modules' other tensors (buffers, frozen parameters),
-
-a function with no Pyro, no handlers, no ``.item()`` and no Python per operation beyond the graph's own calls.
+with s the modules' other tensors (buffers, frozen parameters): a function with no Pyro, no handlers, no ``.item()`` and no Python per operation beyond the graph's own calls.
 Its random draws are the graph's random operations (``aten.normal`` ...), replayed on torch's generator in the
 program's order, so f draws exactly what the eager step draws: same stream, same values, same gradients (bit for
 bit on the CPU; tests/test_pure_step.py compares every built-in model, guide and objective in float64).
 
 - β is an input (a float64 0-dim tensor, as the JIT path passes it): KL warm-up never retraces.
-- Pyro's host-side helpers inside the ELBOs (``warn_if_nan``, and ``torch_item`` used to detach the surrogate) are
-  swapped for graph-friendly versions while tracing (``graph_friendly``): the loop's non-finite guard reads the
-  loss instead. Our own host checks ask ``pyro_lvm.context.host_checks()`` and are skipped while tracing, since the
+- Pyro's host-side helpers inside the ELBOs (``warn_if_nan``, ``torch_item`` used to detach the surrogate, and
+  enumeration's test for a zero probability) are swapped for graph-friendly versions while tracing
+  (``graph_friendly``): the loop's non-finite guard reads the loss instead. Our own host checks ask ``pyro_lvm.context.host_checks()`` and are skipped while tracing, since the
   strategy's batches are valid by construction.
 - A program whose control flow reads tensor values (``bool(t)``, ``t.item()``) cannot be a graph: make_fx refuses,
   and ``PureStep`` records why (``failure``) so the strategy falls back to the eager step with one line.
 - ``compile=True`` hands the graph to ``torch.compile`` (inductor, ``fallback_random`` so that the draws stay
   torch's), which fuses the elementwise work; benchmarks/README.md says when that pays on the CPU.
+- The graph holds its own backward, so it runs under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
