@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_pure_step import CASES, experiment, params_of, trained
 
 from pyro_lvm.context import scope
 from pyro_lvm.errors import PyroLVMError
@@ -15,7 +16,6 @@ from pyro_lvm.training.loop import fit
 from pyro_lvm.training.run import callbacks
 from pyro_lvm.training.state import RunState
 from pyro_lvm.training.strategies.graph import GraphStrategy
-from tests.test_pure_step import CASES, experiment, params_of, trained
 
 
 class StandIn:

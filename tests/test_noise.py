@@ -7,11 +7,11 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
+from test_pure_step import CASES, experiment
 
 from pyro_lvm.context import scope
 from pyro_lvm.infer.noise import NoiseError, lift_noise
 from pyro_lvm.infer.pure import PureStep
-from tests.test_pure_step import CASES, experiment
 
 
 def traced(exp, step: int = 0):

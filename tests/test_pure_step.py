@@ -8,6 +8,7 @@ import json
 import pyro
 import pytest
 import torch
+from helpers import tiny_config
 
 from pyro_lvm import config
 from pyro_lvm.context import scope
@@ -16,7 +17,6 @@ from pyro_lvm.infer.elbos import loss_and_backward
 from pyro_lvm.infer.pure import PureStep
 from pyro_lvm.training.experiment import Experiment
 from pyro_lvm.training.run import train
-from tests.helpers import tiny_config
 
 M2 = {"model": {"name": "m2", "aux_weight": 0.5}, "guide": {"name": "m2", "classifier_hidden": [16]}}
 CASES = {
