@@ -46,14 +46,16 @@ def graph_run(sections: dict, steps: int = 14, extra=()):
 
 def test_graph_steps_equal_eager_steps_with_warmup_and_a_short_last_batch():
     """200 rows in batches of 32: six full batches and one of 8 per epoch, so two graphs; steps 0-2 are KL warm-up
-    (eager). Parameters and every history row equal the eager run's bit for bit."""
+    (eager). Parameters equal the eager run's bit for bit, every history row to rounding."""
     StandIn.made = 0
     sections = dict(CASES["vae-amortized-trace"])
     exp, strategy, history = graph_run(sections)
     reference, expected = trained(sections, "eager", steps=14, eval_every=5, kl_warmup_steps=3, checkpoint_every=7)
     assert StandIn.made == 2 and len(strategy.graphs) == 2
-    assert [r["train_elbo"] for r in history] == [r["train_elbo"] for r in expected]
-    assert [r["train_objective"] for r in history] == [r["train_objective"] for r in expected]
+    # a graph step's loss stays a tensor until the row: torch's scalar division may round the last bit otherwise
+    # than Python's (seen with the 3.13 wheel), so the rows agree to rounding and the parameters bit for bit
+    for key in ("train_elbo", "train_objective"):
+        assert [r[key] for r in history] == pytest.approx([r[key] for r in expected], rel=1e-14, abs=0)
     for a, b in zip(params_of(exp), params_of(reference), strict=True):
         assert torch.equal(a, b)
     assert "CUDA graph of the pure step, 2 batch shape(s)" in strategy.path
