@@ -6,16 +6,18 @@ recorded graph of ATen operations:
 
     f(θ, s, x, c, idx, β) = (L, ∇_θ L),   L = the objective's loss of model and guide at parameters θ,
 
-with s the modules' other tensors (buffers, frozen parameters): a function with no Pyro, no handlers, no ``.item()`` and no Python per operation beyond the graph's own calls.
-Its random draws are the graph's random operations (``aten.normal`` ...), replayed on torch's generator in the
-program's order, so f draws exactly what the eager step draws: same stream, same values, same gradients (bit for
-bit on the CPU; tests/test_pure_step.py compares every built-in model, guide and objective in float64).
+with s the modules' other tensors (buffers, frozen parameters): a function with no Pyro, no handlers, no
+``.item()`` and no Python per operation beyond the graph's own calls. Its random draws are the graph's random
+operations (``aten.normal`` ...), replayed on torch's generator in the program's order, so f draws exactly what
+the eager step draws: same stream, same values, same gradients (bit for bit on the CPU; tests/test_pure_step.py
+compares every built-in model, guide and objective in float64).
 
 - β is an input (a float64 0-dim tensor, as the JIT path passes it): KL warm-up never retraces.
 - Pyro's host-side helpers inside the ELBOs (``warn_if_nan``, ``torch_item`` used to detach the surrogate, and
   enumeration's test for a zero probability) are swapped for graph-friendly versions while tracing
-  (``graph_friendly``): the loop's non-finite guard reads the loss instead. Our own host checks ask ``pyro_lvm.context.host_checks()`` and are skipped while tracing, since the
-  strategy's batches are valid by construction.
+  (``graph_friendly``): the loop's non-finite guard reads the loss instead. Our own host checks ask
+  ``pyro_lvm.context.host_checks()`` and are skipped while tracing, since the strategy's batches are valid by
+  construction.
 - A program whose control flow reads tensor values (``bool(t)``, ``t.item()``) cannot be a graph: make_fx refuses,
   and ``PureStep`` records why (``failure``) so the strategy falls back to the eager step with one line.
 - ``compile=True`` hands the graph to ``torch.compile`` (inductor, ``fallback_random`` so that the draws stay
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from pyro_lvm.context import tracing
+from pyro_lvm.seeding import cuda_devices
 
 # Pyro's ELBO modules whose host-side helpers are swapped while tracing
 _PYRO_ELBO_MODULES = ("pyro.infer.trace_elbo", "pyro.infer.trace_mean_field_elbo", "pyro.infer.traceenum_elbo")
@@ -135,9 +138,7 @@ class PureStep:
         return f"pure step, {kind}, {len(self._fns)} batch shape(s)"
 
     def _function(self, num_data):
-        names, program = self.names, self.program
-
-        state_names = self.state_names
+        names, state_names, program = self.names, self.state_names, self.program
 
         def f(params, state, x, c, idx, beta):
             tensors = dict(zip(names, params, strict=True)) | dict(zip(state_names, state, strict=True))
@@ -152,14 +153,8 @@ class PureStep:
         put back afterwards (the caller's next draws are the eager step's)."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        rng = torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None)
-        try:
-            with graph_friendly():
-                graph = make_fx(self._function(num_data), tracing_mode="real")(self.params, self.state, x, c, idx, beta)
-        finally:
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state(rng[1], x.device)
+        with torch.random.fork_rng(devices=cuda_devices()), graph_friendly():
+            graph = make_fx(self._function(num_data), tracing_mode="real")(self.params, self.state, x, c, idx, beta)
         if self.compile:
             graph = torch.compile(graph, backend="inductor", fullgraph=True, dynamic=False)
         return graph
